@@ -1,0 +1,125 @@
+"""The ASGI application: a Litestar app (HTTP) with the python-socketio server mounted on it.
+
+The model loads in the background after start-up, so `/healthz` can answer 503 `loading` until it is
+ready (never a fake "ok"). A load failure is logged as one line and stops the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import socketio
+from litestar import Litestar, get
+from litestar.config.cors import CORSConfig
+from litestar.response import Response
+
+from service import __version__
+from service.engine import ModelError, Recognizer, load_recognizer
+from service.pipeline import Pipeline
+from service.protocol import SignProtocol
+from service.settings import Settings
+
+log = logging.getLogger("signstream.app")
+
+Loader = Callable[[Settings], Recognizer]
+
+
+@dataclass
+class LoadState:
+    error: str | None = None
+    task: asyncio.Task[None] | None = None
+
+
+def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio.ASGIApp:
+    origins: str | list[str] = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
+    sio = socketio.AsyncServer(
+        async_mode="asgi",
+        cors_allowed_origins=origins,
+        ping_timeout=settings.ping_timeout,
+        ping_interval=settings.ping_interval,
+        # Send CONNECT first so events emitted from the connect handler (status / capacity error)
+        # reach the client, as they did from the reference server.
+        always_connect=True,
+        max_http_buffer_size=max(settings.max_frame_bytes * 2, 1_000_000),
+    )
+    protocol = SignProtocol(sio, settings)
+    load = LoadState()
+
+    async def load_model() -> None:
+        try:
+            recognizer = await asyncio.to_thread(loader, settings)
+        except ModelError as exc:
+            load.error = str(exc)
+        except Exception as exc:  # a broken file must stop the server, not leave it half-up
+            load.error = f"cannot load the model: {type(exc).__name__}: {exc}"
+        else:
+            pipeline = Pipeline(recognizer, settings, max_streams=settings.max_clients)
+            pipeline.start()
+            protocol.pipeline = pipeline
+            return
+        log.error("%s", load.error)
+        signal.raise_signal(signal.SIGTERM)
+
+    async def on_startup() -> None:
+        load.task = asyncio.create_task(load_model(), name="load-model")
+
+    async def on_shutdown() -> None:
+        if load.task is not None and not load.task.done():
+            load.task.cancel()
+        if protocol.pipeline is not None:
+            await protocol.pipeline.stop()
+
+    @get("/healthz", sync_to_thread=False)
+    def healthz() -> Response[dict[str, Any]]:
+        pipeline = protocol.pipeline
+        if pipeline is None:
+            body: dict[str, Any] = (
+                {"status": "failed", "error": load.error} if load.error else {"status": "loading"}
+            )
+            return Response(body, status_code=503)
+        totals = protocol.totals
+        return Response(
+            {
+                "status": "ok",
+                "model": "Sequential",
+                "model_name": pipeline.recognizer.name,
+                "provider": pipeline.recognizer.provider,
+                "version": __version__,
+                "clients": len(protocol.clients),
+                "frames": totals.frames,
+                "predictions": totals.predictions,
+                "dropped": totals.dropped,
+                "errors": totals.errors,
+            }
+        )
+
+    @get("/labels", sync_to_thread=False)
+    def labels() -> Response[dict[str, str]]:
+        pipeline = protocol.pipeline
+        if pipeline is None:
+            return Response({"status": "loading"}, status_code=503)
+        return Response({str(i): label for i, label in enumerate(pipeline.recognizer.labels)})
+
+    http_app = Litestar(
+        route_handlers=[healthz, labels],
+        on_startup=[on_startup],
+        on_shutdown=[on_shutdown],
+        cors_config=CORSConfig(allow_origins=list(settings.cors_origins)),
+        logging_config=None,
+    )
+    asgi = socketio.ASGIApp(sio, other_asgi_app=http_app)
+    asgi.protocol = protocol  # for tests and tooling
+    asgi.load_state = load
+    return asgi
+
+
+def app_factory() -> socketio.ASGIApp:
+    """uvicorn's `--factory` entry point (used by `cli serve`, also with several workers)."""
+    from service.settings import load_settings
+
+    return create_app(load_settings())

@@ -1,0 +1,206 @@
+"""The inference engine: model files, ONNX Runtime sessions, execution-provider choice, warm-up.
+
+A recogniser backend (here the WLASL20c image model) splits its work like michaelfeil/infinity:
+`encode_pre` (one frame -> model input, CPU, any thread), `encode_core` (a batch of inputs ->
+per-frame embeddings, on the accelerator) and `classify` (a batch of embedding windows -> class
+probabilities). The server, the batcher and the benchmarks only see this interface.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from service.preprocess import IMAGE_SIZE, FloatArray, ImageBGR, preprocess_frame
+from service.settings import Settings
+
+log = logging.getLogger("signstream.engine")
+
+ENCODER_FILE = "encoder.onnx"
+HEAD_FILE = "head.onnx"
+FULL_FILE = "full.onnx"
+LABELS_FILE = "labels.json"
+REPORT_FILE = "conversion_report.json"
+CONVERT_HINT = "python cli.py convert --h5 {h5}"
+
+
+class ModelError(RuntimeError):
+    """The model cannot be served; the message says what is wrong and which command fixes it."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    h5: Path
+    encoder: Path
+    head: Path
+    full: Path
+    labels: Path
+    report: Path
+
+    @classmethod
+    def beside(cls, h5: Path) -> ModelFiles:
+        folder = h5.parent
+        return cls(
+            h5=h5,
+            encoder=folder / ENCODER_FILE,
+            head=folder / HEAD_FILE,
+            full=folder / FULL_FILE,
+            labels=folder / LABELS_FILE,
+            report=folder / REPORT_FILE,
+        )
+
+
+def check_model_files(h5: Path) -> ModelFiles:
+    """Fail with one clear line unless the converted ONNX files next to `h5` were made from it."""
+    files = ModelFiles.beside(h5)
+    hint = CONVERT_HINT.format(h5=h5)
+    if not h5.is_file():
+        raise ModelError(
+            f"no model at MODEL_PATH={h5}: put the trained WLASL20c_model.h5 there "
+            f"(the repository ships one in model/; `python cli.py train` rebuilds it), then run `{hint}`"
+        )
+    missing = [p.name for p in (files.encoder, files.head, files.labels, files.report) if not p.is_file()]
+    if missing:
+        raise ModelError(f"{h5} is not converted ({', '.join(missing)} missing in {h5.parent}): run `{hint}`")
+    try:
+        report = json.loads(files.report.read_text())
+        expected = str(report["h5_sha256"])
+    except (ValueError, KeyError) as exc:
+        raise ModelError(f"{files.report} is unreadable ({exc}): run `{hint}`") from None
+    actual = sha256_of(h5)
+    if actual != expected:
+        raise ModelError(
+            f"the ONNX files in {h5.parent} were converted from another h5 "
+            f"(sha256 {expected[:12]}..., {h5.name} is {actual[:12]}...): run `{hint}`"
+        )
+    return files
+
+
+def load_labels(path: Path) -> list[str]:
+    """labels.json is {"0": "book", ...}; returns the labels in index order."""
+    raw = json.loads(path.read_text())
+    return [str(raw[str(i)]) for i in range(len(raw))]
+
+
+def choose_providers(requested: str, available: list[str] | None = None) -> list[str]:
+    """The provider list to ask ONNX Runtime for. `auto` prefers CUDA when the wheel offers it;
+    whether the session really got it is checked after creation (see `create_session`)."""
+    available = ort.get_available_providers() if available is None else available
+    if requested == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if requested == "cuda":
+        raise ModelError(
+            "EXECUTION_PROVIDER=cuda but this onnxruntime has no CUDAExecutionProvider "
+            f"(available: {', '.join(available)}); install the gpu extra or use EXECUTION_PROVIDER=auto"
+        )
+    return ["CPUExecutionProvider"]
+
+
+def create_session(path: Path, settings: Settings) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers = choose_providers(settings.execution_provider)
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelError(f"cannot load {path}: {exc}") from None
+    got = session.get_providers()[0]
+    if settings.execution_provider == "cuda" and got != "CUDAExecutionProvider":
+        raise ModelError(f"EXECUTION_PROVIDER=cuda but {path.name} could not be placed on CUDA (got {got})")
+    return session
+
+
+class Recognizer(Protocol):
+    """A recogniser backend, as the batcher, server and benchmarks see it."""
+
+    name: str
+    labels: list[str]
+    window_size: int
+    provider: str
+
+    def encode_pre(self, image_bgr: ImageBGR) -> FloatArray: ...
+
+    def encode_core(self, inputs: FloatArray) -> FloatArray: ...
+
+    def classify(self, windows: FloatArray) -> FloatArray: ...
+
+
+class ImageRecognizer:
+    """WLASL20c: MobileNetV2 per frame (encoder.onnx) then the GRU head (head.onnx) on 10 embeddings."""
+
+    name = "WLASL20c"
+    window_size = 10
+
+    def __init__(self, files: ModelFiles, settings: Settings) -> None:
+        self.labels = load_labels(files.labels)
+        self._encoder = create_session(files.encoder, settings)
+        self._head = create_session(files.head, settings)
+        self._encoder_input = self._encoder.get_inputs()[0].name
+        self._head_input = self._head.get_inputs()[0].name
+        self.provider = self._encoder.get_providers()[0]
+        self.embedding_dim = int(self._encoder.get_outputs()[0].shape[-1])
+
+    def encode_pre(self, image_bgr: ImageBGR) -> FloatArray:
+        return preprocess_frame(image_bgr)
+
+    def encode_core(self, inputs: FloatArray) -> FloatArray:
+        out = self._encoder.run(None, {self._encoder_input: inputs})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def classify(self, windows: FloatArray) -> FloatArray:
+        out = self._head.run(None, {self._head_input: windows})[0]
+        return np.asarray(out, dtype=np.float32)
+
+
+def load_recognizer(settings: Settings) -> ImageRecognizer:
+    """Check the model files, open the sessions and warm them up (logging each stage's time)."""
+    files = check_model_files(settings.model_path)
+    recognizer = ImageRecognizer(files, settings)
+    warm_up(recognizer)
+    return recognizer
+
+
+def warm_up(recognizer: Recognizer) -> dict[str, float]:
+    """Run every stage once (first runs allocate) and log what each costs, in milliseconds."""
+    frame = np.full((480, 640, 3), 128, dtype=np.uint8)
+    timings: dict[str, float] = {}
+    for _ in range(2):
+        start = time.perf_counter()
+        inputs = recognizer.encode_pre(frame)[None]
+        timings["encode_pre_ms"] = (time.perf_counter() - start) * 1e3
+        start = time.perf_counter()
+        embedding = recognizer.encode_core(inputs)
+        timings["encode_core_ms"] = (time.perf_counter() - start) * 1e3
+        start = time.perf_counter()
+        recognizer.classify(np.repeat(embedding[None], recognizer.window_size, axis=1))
+        timings["classify_ms"] = (time.perf_counter() - start) * 1e3
+    log.info(
+        "model %s ready on %s: %s",
+        recognizer.name,
+        recognizer.provider,
+        ", ".join(f"{k}={v:.1f}" for k, v in timings.items()),
+    )
+    return timings
+
+
+__all__ = ["IMAGE_SIZE", "ImageRecognizer", "ModelError", "ModelFiles", "Recognizer", "load_recognizer"]

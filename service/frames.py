@@ -1,0 +1,89 @@
+"""Frame payloads from clients -> BGR images, with machine-readable error codes.
+
+Clients send `{"image": "<base64>"}` (optionally a data URL) or, as a Socket.IO binary attachment,
+`{"image": <bytes>}`. Anything else is answered with a coded error, never a crash.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import cv2
+import numpy as np
+
+from service.preprocess import ImageBGR
+
+# Decoders refuse images larger than this many pixels (checked from the header, before full decode).
+MAX_PIXELS = 4096 * 4096
+
+
+class FrameError(ValueError):
+    """A frame the server cannot use. `code` is stable and machine-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def payload_bytes(payload: Any, max_bytes: int) -> bytes:
+    """Extract the encoded image bytes from a `frame` event payload."""
+    if not isinstance(payload, dict):
+        raise FrameError("bad_payload", "frame payload must be an object with an 'image' field")
+    image = payload.get("image")
+    if image is None:
+        raise FrameError("bad_payload", "frame payload has no 'image' field")
+    if isinstance(image, bytes | bytearray | memoryview):
+        data = bytes(image)
+    elif isinstance(image, str):
+        text = image
+        if text.startswith("data:"):
+            _, sep, text = text.partition(",")
+            if not sep:
+                raise FrameError("bad_base64", "data URL without a ',' separator")
+        if len(text) > max_bytes * 4 // 3 + 4:
+            raise FrameError("frame_too_large", f"frame exceeds {max_bytes} bytes")
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise FrameError("bad_base64", "'image' is not valid base64") from None
+    else:
+        raise FrameError("bad_payload", "'image' must be a base64 string or binary JPEG/PNG bytes")
+    if not data:
+        raise FrameError("empty_frame", "'image' is empty")
+    if len(data) > max_bytes:
+        raise FrameError("frame_too_large", f"frame exceeds {max_bytes} bytes")
+    return data
+
+
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header, without decoding the pixels."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(data):
+            if data[i] != 0xFF:
+                return None
+            marker = data[i + 1]
+            length = int.from_bytes(data[i + 2 : i + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+            i += 2 + length
+    return None
+
+
+def decode_image(data: bytes) -> ImageBGR:
+    """JPEG/PNG bytes -> BGR uint8 image (OpenCV order, as the model was trained)."""
+    size = _image_size(data)
+    if size is None:
+        raise FrameError("undecodable_image", "frame is not a JPEG or PNG image")
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise FrameError("image_too_large", f"image of {width}x{height} pixels exceeds {MAX_PIXELS} pixels")
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise FrameError("undecodable_image", "frame could not be decoded as JPEG or PNG")
+    return np.asarray(image, dtype=np.uint8)

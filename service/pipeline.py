@@ -1,0 +1,69 @@
+"""Frame -> prediction for one stream: decode, preprocess, encode (batched), window, classify.
+
+Used the same way by the Socket.IO server, `cli predict` and `cli evaluate`, so all three see
+exactly the same stream state and engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from service.batcher import MicroBatcher
+from service.engine import Recognizer
+from service.frames import decode_image
+from service.preprocess import ImageBGR
+from service.settings import Settings
+from service.stream import NOT_READY, Prediction, StreamState, decide
+
+
+class Pipeline:
+    def __init__(self, recognizer: Recognizer, settings: Settings, max_streams: int) -> None:
+        self.recognizer = recognizer
+        self.settings = settings
+        # CPU work (JPEG decode, resize) runs in its own small pool; OpenCV releases the GIL.
+        self._cpu_pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="decode")
+        # One inference thread: ONNX Runtime parallelises inside a call (intra-op threads).
+        self._inference_pool = ThreadPoolExecutor(1, thread_name_prefix="onnx")
+        self.encoder = MicroBatcher(
+            "encoder",
+            recognizer.encode_core,
+            self._inference_pool,
+            settings.encoder_max_batch,
+            settings.encoder_max_wait_ms / 1e3,
+            max_pending=max_streams + 1,
+        )
+        self.head = MicroBatcher(
+            "head", recognizer.classify, self._inference_pool, 32, 0.0, max_pending=max_streams + 1
+        )
+
+    def start(self) -> None:
+        self.encoder.start()
+        self.head.start()
+
+    async def stop(self) -> None:
+        await self.encoder.stop()
+        await self.head.stop()
+        self._cpu_pool.shutdown(wait=False, cancel_futures=True)
+        self._inference_pool.shutdown(wait=False, cancel_futures=True)
+
+    def new_stream(self) -> StreamState:
+        dim = int(getattr(self.recognizer, "embedding_dim", 1280))
+        return StreamState(self.recognizer.window_size, dim, self.settings.window_seconds)
+
+    async def decode(self, data: bytes) -> ImageBGR:
+        """JPEG/PNG bytes -> BGR image, off the event loop. Raises FrameError."""
+        return await asyncio.get_running_loop().run_in_executor(self._cpu_pool, decode_image, data)
+
+    async def predict(self, image: ImageBGR, stream: StreamState, timestamp: float) -> Prediction:
+        """Add this frame to the stream and answer with the prediction of the window ending at it."""
+        loop = asyncio.get_running_loop()
+        inputs = await loop.run_in_executor(self._cpu_pool, self.recognizer.encode_pre, image)
+        embedding = await self.encoder.submit(inputs)
+        stream.add(embedding, timestamp)
+        window = stream.window()
+        if window is None:
+            return NOT_READY
+        probabilities = await self.head.submit(window)
+        return decide(probabilities, self.recognizer.labels, self.settings.threshold)

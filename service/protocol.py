@@ -1,0 +1,182 @@
+"""The Socket.IO protocol of the reference server (SPEC section 1), and one worker per client.
+
+Data flows one way: `frame` event -> bounded per-client queue -> worker (decode -> stream state ->
+engine) -> `prediction`. A client that sends faster than it is served loses its *oldest* queued
+frames (counted), so memory stays bounded and the reply always answers the newest frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import socketio
+
+from service.frames import FrameError, payload_bytes
+from service.pipeline import Pipeline
+from service.settings import Settings
+from service.stream import StreamState
+
+log = logging.getLogger("signstream.protocol")
+
+CAPACITY_MESSAGE = "Server at capacity, please try again later"
+
+
+@dataclass
+class ClientStats:
+    frames: int = 0
+    predictions: int = 0
+    dropped: int = 0
+    errors: int = 0
+    errors_suppressed: int = 0
+
+
+class ErrorLimiter:
+    """Token bucket: at most `rate` error events per second per client (burst of `rate`)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._tokens = rate
+        self._last = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class Client:
+    sid: str
+    stream: StreamState
+    queue_size: int
+    limiter: ErrorLimiter
+    stats: ClientStats = field(default_factory=ClientStats)
+    # (payload, arrival time); deque(maxlen) drops the oldest when a new frame arrives on a full queue.
+    pending: deque[tuple[Any, float]] = field(init=False)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    worker: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.pending = deque(maxlen=self.queue_size)
+
+    def enqueue(self, payload: Any) -> None:
+        if len(self.pending) == self.queue_size:
+            self.stats.dropped += 1
+        self.pending.append((payload, time.monotonic()))
+        self.wake.set()
+
+
+@dataclass
+class Totals:
+    """Server-wide counters (reported by /healthz)."""
+
+    frames: int = 0
+    predictions: int = 0
+    dropped: int = 0
+    errors: int = 0
+
+
+class SignProtocol:
+    """Registers the reference server's events on a python-socketio AsyncServer."""
+
+    def __init__(self, sio: socketio.AsyncServer, settings: Settings) -> None:
+        self.sio = sio
+        self.settings = settings
+        self.pipeline: Pipeline | None = None  # set once the model is loaded
+        self.clients: dict[str, Client] = {}
+        self.totals = Totals()
+        sio.on("connect", self.on_connect)
+        sio.on("disconnect", self.on_disconnect)
+        sio.on("frame", self.on_frame)
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
+        if self.pipeline is None:
+            await self.sio.emit(
+                "error", {"message": "Model is loading, please try again shortly", "code": "loading"}, to=sid
+            )
+            return False
+        if len(self.clients) >= self.settings.max_clients:
+            log.warning("refusing %s: %d clients connected", sid, len(self.clients))
+            await self.sio.emit("error", {"message": CAPACITY_MESSAGE, "code": "capacity"}, to=sid)
+            return False
+        client = Client(
+            sid=sid,
+            stream=self.pipeline.new_stream(),
+            queue_size=self.settings.frame_queue_size,
+            limiter=ErrorLimiter(self.settings.errors_per_second),
+        )
+        client.worker = asyncio.create_task(self._serve(client, self.pipeline), name=f"client-{sid}")
+        self.clients[sid] = client
+        log.info("client %s connected (%d connected)", sid, len(self.clients))
+        await self.sio.emit("status", {"message": "ready"}, to=sid)
+        return True
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        client = self.clients.pop(sid, None)
+        if client is None:
+            return
+        if client.worker is not None:
+            client.worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await client.worker
+        s = client.stats
+        log.info(
+            "client %s disconnected: %d frames, %d predictions, %d dropped, %d errors",
+            sid,
+            s.frames,
+            s.predictions,
+            s.dropped,
+            s.errors,
+        )
+
+    async def on_frame(self, sid: str, payload: Any = None) -> None:
+        client = self.clients.get(sid)
+        if client is None:
+            return
+        client.stats.frames += 1
+        self.totals.frames += 1
+        dropped_before = client.stats.dropped
+        client.enqueue(payload)
+        self.totals.dropped += client.stats.dropped - dropped_before
+
+    async def _send_error(self, client: Client, error: FrameError) -> None:
+        client.stats.errors += 1
+        self.totals.errors += 1
+        if client.limiter.allow():
+            await self.sio.emit("error", {"message": error.message, "code": error.code}, to=client.sid)
+        else:
+            client.stats.errors_suppressed += 1
+
+    async def _serve(self, client: Client, pipeline: Pipeline) -> None:
+        """The client's worker: one frame at a time, newest frames first to go when behind."""
+        while True:
+            if not client.pending:
+                client.wake.clear()
+                await client.wake.wait()
+                continue
+            payload, arrived = client.pending.popleft()
+            try:
+                data = payload_bytes(payload, self.settings.max_frame_bytes)
+                image = await pipeline.decode(data)
+            except FrameError as error:
+                await self._send_error(client, error)
+                continue
+            try:
+                prediction = await pipeline.predict(image, client.stream, arrived)
+            except Exception:
+                log.exception("inference failed for client %s", client.sid)
+                await self._send_error(client, FrameError("internal", "inference failed for this frame"))
+                continue
+            client.stats.predictions += 1
+            self.totals.predictions += 1
+            await self.sio.emit("prediction", prediction.as_event(), to=client.sid)

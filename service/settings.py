@@ -1,0 +1,150 @@
+"""Settings: environment variables (and an optional `.env`), validated once at start-up.
+
+The names and defaults of the reference server are kept (SPEC section 1); new settings get new names.
+Every value is checked here so that a typo fails at start-up with one clear line instead of later.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dotenv import dotenv_values
+
+T = TypeVar("T")
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+PROVIDERS = ("auto", "cuda", "cpu")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Reference server names and defaults.
+    model_path: Path = Path("./model/WLASL20c_model.h5")
+    use_dummy_model: bool = False
+    inter_op_threads: int = 1
+    intra_op_threads: int = 2
+    log_level: str = "info"
+    max_clients: int = 100
+    cors_origins: tuple[str, ...] = ("*",)
+    ping_timeout: float = 60.0
+    ping_interval: float = 25.0
+    # signstream settings.
+    execution_provider: str = "auto"
+    threshold: float = 0.5
+    window_seconds: float = 2.0
+    frame_queue_size: int = 2
+    encoder_max_batch: int = 8
+    encoder_max_wait_ms: float = 2.0
+    max_frame_bytes: int = 2_000_000
+    errors_per_second: float = 2.0
+
+    @property
+    def model_dir(self) -> Path:
+        """The converted ONNX files live next to the h5 that MODEL_PATH names."""
+        return self.model_path.parent
+
+
+# env name -> (field name, parser)
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected 0 or 1")
+
+
+def _positive(parse: Callable[[str], T]) -> Callable[[str], T]:
+    def parser(value: str) -> T:
+        parsed = parse(value)
+        if parsed <= 0:  # type: ignore[operator]
+            raise ValueError("must be positive")
+        return parsed
+
+    return parser
+
+
+def _non_negative_float(value: str) -> float:
+    parsed = float(value)
+    if parsed < 0:
+        raise ValueError("must not be negative")
+    return parsed
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parser(value: str) -> str:
+        lowered = value.strip().lower()
+        if lowered not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return lowered
+
+    return parser
+
+
+def _origins(value: str) -> tuple[str, ...]:
+    origins = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not origins:
+        raise ValueError("expected '*' or a comma-separated list of origins")
+    return origins
+
+
+def _probability(value: str) -> float:
+    parsed = float(value)
+    if not 0.0 <= parsed < 1.0:
+        raise ValueError("must be in [0, 1)")
+    return parsed
+
+
+_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "MODEL_PATH": ("model_path", Path),
+    "USE_DUMMY_MODEL": ("use_dummy_model", _bool),
+    "TF_INTER_OP_THREADS": ("inter_op_threads", _positive(int)),
+    "TF_INTRA_OP_THREADS": ("intra_op_threads", _positive(int)),
+    "LOG_LEVEL": ("log_level", _choice(LOG_LEVELS)),
+    "MAX_CLIENTS": ("max_clients", _positive(int)),
+    "CORS_ORIGINS": ("cors_origins", _origins),
+    "SOCKETIO_PING_TIMEOUT": ("ping_timeout", _positive(float)),
+    "SOCKETIO_PING_INTERVAL": ("ping_interval", _positive(float)),
+    "EXECUTION_PROVIDER": ("execution_provider", _choice(PROVIDERS)),
+    "PREDICTION_THRESHOLD": ("threshold", _probability),
+    "WINDOW_SECONDS": ("window_seconds", _non_negative_float),
+    "FRAME_QUEUE_SIZE": ("frame_queue_size", _positive(int)),
+    "ENCODER_MAX_BATCH": ("encoder_max_batch", _positive(int)),
+    "ENCODER_MAX_WAIT_MS": ("encoder_max_wait_ms", _non_negative_float),
+    "MAX_FRAME_BYTES": ("max_frame_bytes", _positive(int)),
+    "ERRORS_PER_SECOND": ("errors_per_second", _positive(float)),
+}
+assert {name for name, _ in _ENV.values()} == {f.name for f in fields(Settings)}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:
+    """Read settings from `env_file` (if present) overlaid by `environ` (default: os.environ)."""
+    values: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+
+    kwargs: dict[str, Any] = {}
+    for env_name, (field_name, parse) in _ENV.items():
+        if env_name not in values:
+            continue
+        raw = values[env_name]
+        try:
+            kwargs[field_name] = parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{env_name}={raw!r} is not valid: {exc}") from None
+    settings = Settings(**kwargs)
+    if settings.use_dummy_model:
+        raise SettingsError(
+            "USE_DUMMY_MODEL=1 is not supported: signstream serves only the real model "
+            "(unset it, or set it to 0)"
+        )
+    return settings

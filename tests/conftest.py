@@ -1,0 +1,132 @@
+"""Shared fixtures: a real converted model, real clips, real servers on free localhost ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from tests.fixture_model import CLIPS, build_random_h5
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not CLIPS.is_dir():
+        raise pytest.UsageError(f"the real clips are expected at {CLIPS}")
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An h5 of the exact architecture with seeded random weights, converted by the real `convert`."""
+    folder = tmp_path_factory.mktemp("model")
+    h5 = build_random_h5(folder / "WLASL20c_model.h5")
+    result = subprocess.run(
+        [sys.executable, "cli.py", "convert", "--h5", str(h5), "--clips", str(CLIPS)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder
+
+
+@pytest.fixture(scope="session")
+def conversion_report(model_dir: Path) -> dict[str, object]:
+    return json.loads((model_dir / "conversion_report.json").read_text())  # type: ignore[no-any-return]
+
+
+def clip_jpegs(path: Path, quality: int = 80, size: tuple[int, int] = (640, 480)) -> list[bytes]:
+    """A real clip's frames as the browser sends them: 640x480 JPEG at quality 0.8."""
+    from service.preprocess import iter_clip_frames
+
+    frames = []
+    for frame in iter_clip_frames(path):
+        resized = cv2.resize(frame, size)
+        ok, data = cv2.imencode(".jpg", resized, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        assert ok
+        frames.append(data.tobytes())
+    return frames
+
+
+@pytest.fixture(scope="session")
+def hello_jpegs() -> list[bytes]:
+    return clip_jpegs(CLIPS / "hello" / sorted(p.name for p in (CLIPS / "hello").glob("*.mp4"))[0])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    process: subprocess.Popen[str]
+
+    def stop(self) -> str:
+        self.process.terminate()
+        try:
+            out, _ = self.process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, _ = self.process.communicate()
+        return out
+
+
+def start_server(model_dir: Path, **env: str) -> ServerProcess:
+    """`python cli.py serve` as a real process on a free port; waits until /healthz says ok."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "MODEL_PATH": str(model_dir / "WLASL20c_model.h5"),
+        "LOG_LEVEL": "info",
+        **env,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "cli.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}: {process.communicate()[0][-3000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return ServerProcess(url, process)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("server did not become healthy within 60 s")
+
+
+@pytest.fixture(scope="session")
+def server(model_dir: Path) -> Iterator[ServerProcess]:
+    """The default server (consecutive windows so predictions can be recomputed offline exactly)."""
+    running = start_server(model_dir, WINDOW_SECONDS="0")
+    yield running
+    running.stop()
+
+
+def full_onnx_probabilities(model_dir: Path, jpegs: list[bytes]) -> np.ndarray:
+    """The reference path: full.onnx on the window of these frames, decoded as the server decodes."""
+    import onnxruntime as ort
+
+    from service.frames import decode_image
+    from service.preprocess import preprocess_frame
+
+    session = ort.InferenceSession(str(model_dir / "full.onnx"), providers=["CPUExecutionProvider"])
+    window = np.stack([preprocess_frame(decode_image(j)) for j in jpegs])[None]
+    return np.asarray(session.run(None, {session.get_inputs()[0].name: window})[0][0])

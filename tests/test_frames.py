@@ -1,0 +1,63 @@
+import base64
+
+import cv2
+import numpy as np
+import pytest
+
+from service.frames import FrameError, decode_image, payload_bytes
+from tests.conftest import CLIPS, clip_jpegs
+
+LIMIT = 2_000_000
+
+
+@pytest.fixture(scope="module")
+def jpeg() -> bytes:
+    return clip_jpegs(CLIPS / "book" / "handspeak.mp4")[10]
+
+
+def test_base64_data_url_and_binary_give_the_same_image(jpeg: bytes) -> None:
+    text = base64.b64encode(jpeg).decode()
+    images = [
+        decode_image(payload_bytes(p, LIMIT))
+        for p in ({"image": text}, {"image": "data:image/jpeg;base64," + text}, {"image": jpeg})
+    ]
+    assert images[0].shape == (480, 640, 3)
+    assert all(np.array_equal(images[0], other) for other in images[1:])
+
+
+def test_png_is_accepted_and_decoded_as_bgr(jpeg: bytes) -> None:
+    image = decode_image(jpeg)
+    ok, png = cv2.imencode(".png", image)
+    assert ok
+    assert np.array_equal(
+        decode_image(payload_bytes({"image": base64.b64encode(png.tobytes()).decode()}, LIMIT)), image
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        ("just a string", "bad_payload"), ({"img": "x"}, "bad_payload"), ({"image": 42}, "bad_payload"),
+        ({"image": ["a"]}, "bad_payload"), ({"image": "%%%not base64%%%"}, "bad_base64"),
+        ({"image": ""}, "empty_frame"), ({"image": b""}, "empty_frame"), ({"image": "data:image/jpeg"}, "bad_base64"),
+        ({"image": "A" * (LIMIT * 2)}, "frame_too_large"),
+    ],
+)  # fmt: skip
+def test_bad_payloads_get_codes(payload: object, code: str) -> None:
+    with pytest.raises(FrameError) as info:
+        payload_bytes(payload, LIMIT)
+    assert info.value.code == code
+
+
+def test_garbage_and_truncated_images_get_codes(jpeg: bytes) -> None:
+    for data in (b"hello world", b"\x89PNG\r\n\x1a\n" + b"\0" * 30, jpeg[: len(jpeg) // 4], b"\xff\xd8\xff"):
+        with pytest.raises(FrameError) as info:
+            decode_image(data)
+        assert info.value.code == "undecodable_image", data[:8]
+
+
+def test_huge_declared_dimensions_are_refused_before_decoding() -> None:
+    header = b"\x89PNG\r\n\x1a\n" + b"\0\0\0\rIHDR" + (60000).to_bytes(4, "big") + (60000).to_bytes(4, "big")
+    with pytest.raises(FrameError) as info:
+        decode_image(header + b"\0" * 100)
+    assert info.value.code == "image_too_large"

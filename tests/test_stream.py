@@ -1,0 +1,51 @@
+import numpy as np
+
+from service.stream import NOT_READY, StreamState, decide
+
+LABELS = [f"g{i}" for i in range(20)]
+
+
+def fill(state: StreamState, n: int, fps: float = 25.0) -> None:
+    for i in range(n):
+        state.add(np.full(4, i, dtype=np.float32), i / fps)
+
+
+def test_no_window_until_ten_frames() -> None:
+    state = StreamState(10, 4, window_seconds=2.0)
+    fill(state, 9)
+    assert state.window() is None
+    fill(state, 1)
+    assert state.window() is not None
+
+
+def test_consecutive_window_is_the_last_ten_frames() -> None:
+    state = StreamState(10, 4, window_seconds=0.0)
+    fill(state, 37)
+    assert state.window()[:, 0].tolist() == list(range(27, 37))  # type: ignore[index]
+
+
+def test_spread_window_covers_the_span_and_ends_with_the_newest_frame() -> None:
+    state = StreamState(10, 4, window_seconds=2.0)
+    fill(state, 200)  # 8 s at 25 fps; ring holds ~2 s
+    picked = state.window()[:, 0]  # type: ignore[index]
+    assert picked[-1] == 199
+    assert picked[0] == 199 - 50  # 2 s at 25 fps
+    assert np.all(np.diff(picked) > 0)
+    assert state.nbytes < 5_000_000
+
+
+def test_short_history_spreads_over_what_there_is() -> None:
+    state = StreamState(10, 4, window_seconds=3.0)
+    fill(state, 20)
+    picked = state.window()[:, 0]  # type: ignore[index]
+    assert picked[0] == 0 and picked[-1] == 19 and len(set(picked.tolist())) == 10
+
+
+def test_decide_applies_the_threshold() -> None:
+    p = np.full(20, 0.01, dtype=np.float32)
+    p[3] = 0.81
+    assert decide(p, LABELS, 0.5).label == "g3"
+    p[3] = 0.5
+    assert decide(p, LABELS, 0.5).label == "none"
+    assert decide(p, LABELS, 0.5).score == 0.5
+    assert NOT_READY.as_event() == {"label": "none", "score": 0.0}
