@@ -38,12 +38,13 @@ def serve(
     """Serve the model over HTTP and Socket.IO (settings from the environment and .env)."""
     import uvicorn
 
-    from service.engine import ModelError, check_model_files
+    from service.engine import ModelError, check_model_files, choose_providers
     from service.logs import configure_logging
 
     settings = _settings()
     try:
         check_model_files(settings.model_path)
+        choose_providers(settings.execution_provider)
     except ModelError as exc:
         _fail(str(exc))
     configure_logging(settings.log_level)
@@ -55,6 +56,8 @@ def serve(
         workers=workers,
         log_level=settings.log_level,
         log_config=None,
+        # Long-polling clients hold a request open for up to the ping interval; don't wait for them.
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
 
 

@@ -45,6 +45,7 @@ class Settings:
     encoder_max_wait_ms: float = 2.0
     max_frame_bytes: int = 2_000_000
     errors_per_second: float = 2.0
+    shutdown_timeout: float = 5.0
 
     @property
     def model_dir(self) -> Path:
@@ -121,6 +122,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ENCODER_MAX_WAIT_MS": ("encoder_max_wait_ms", _non_negative_float),
     "MAX_FRAME_BYTES": ("max_frame_bytes", _positive(int)),
     "ERRORS_PER_SECOND": ("errors_per_second", _positive(float)),
+    "SHUTDOWN_TIMEOUT": ("shutdown_timeout", _positive(float)),
 }
 assert {name for name, _ in _ENV.values()} == {f.name for f in fields(Settings)}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import httpx
@@ -120,13 +122,18 @@ def server(model_dir: Path) -> Iterator[ServerProcess]:
     running.stop()
 
 
-def full_onnx_probabilities(model_dir: Path, jpegs: list[bytes]) -> np.ndarray:
-    """The reference path: full.onnx on the window of these frames, decoded as the server decodes."""
+@functools.cache
+def _session(path: Path) -> Any:
     import onnxruntime as ort
 
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def full_onnx_probabilities(model_dir: Path, jpegs: list[bytes]) -> np.ndarray:
+    """The reference path: full.onnx on the window of these frames, decoded as the server decodes."""
     from service.frames import decode_image
     from service.preprocess import preprocess_frame
 
-    session = ort.InferenceSession(str(model_dir / "full.onnx"), providers=["CPUExecutionProvider"])
+    session = _session(model_dir / "full.onnx")
     window = np.stack([preprocess_frame(decode_image(j)) for j in jpegs])[None]
     return np.asarray(session.run(None, {session.get_inputs()[0].name: window})[0][0])

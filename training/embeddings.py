@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from service.preprocess import clip_fps, iter_clip_frames, preprocess_frame
-from training.manifest import DEFAULT_EXTRA_ROOT, DEFAULT_MANIFEST, DEFAULT_SHARED_ROOT, REPO_ROOT, load_manifest, resolve
+from training.manifest import (
+    DEFAULT_EXTRA_ROOT,
+    DEFAULT_MANIFEST,
+    DEFAULT_SHARED_ROOT,
+    REPO_ROOT,
+    load_manifest,
+    resolve,
+)
 
 DEFAULT_OUT = REPO_ROOT / "data" / "embeddings.npz"
 BATCH = 32
@@ -85,14 +92,19 @@ def build_embeddings(
         meta["clips"][clip.path] = {"n_frames": len(raw), "fps": clip_fps(file)}
         n_total += len(raw)
         el = time.perf_counter() - t0
-        print(f"[embeddings] {i + 1}/{len(clips)} {clip.path}: {len(raw)} frames ({2 * n_total / el:.1f} frames/s)", flush=True)
+        print(
+            f"[embeddings] {i + 1}/{len(clips)} {clip.path}: {len(raw)} frames ({2 * n_total / el:.1f} frames/s)",
+            flush=True,
+        )
     meta["n_frames_total"] = n_total
     meta["seconds"] = round(time.perf_counter() - t0, 1)
     arrays["__meta__"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, **arrays)
-    print(f"[embeddings] {n_total} frames x2 (plain + flipped) in {meta['seconds']} s -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    print(
+        f"[embeddings] {n_total} frames x2 (plain + flipped) in {meta['seconds']} s -> {out} ({out.stat().st_size / 1e6:.1f} MB)"
+    )
     return meta
 
 

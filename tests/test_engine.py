@@ -1,0 +1,78 @@
+"""Model files, provider choice and the recogniser backend, on the real converted fixture model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.engine import ImageRecognizer, ModelError, check_model_files, choose_providers, load_recognizer
+from service.settings import load_settings
+
+
+def test_provider_choice() -> None:
+    cpu_only = ["CPUExecutionProvider"]
+    with_cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers("cpu", with_cuda) == cpu_only
+    assert choose_providers("auto", cpu_only) == cpu_only
+    assert choose_providers("auto", with_cuda) == with_cuda
+    assert choose_providers("cuda", with_cuda) == with_cuda
+    with pytest.raises(
+        ModelError, match="EXECUTION_PROVIDER=cuda but this onnxruntime has no CUDAExecutionProvider"
+    ):
+        choose_providers("cuda", cpu_only)
+
+
+def test_auto_on_this_machine_reports_the_provider_it_got(model_dir: Path) -> None:
+    import onnxruntime as ort
+
+    settings = load_settings({"MODEL_PATH": str(model_dir / "WLASL20c_model.h5")}, env_file=None)
+    recognizer = load_recognizer(settings)
+    expected = (
+        "CUDAExecutionProvider"
+        if "CUDAExecutionProvider" in ort.get_available_providers()
+        else "CPUExecutionProvider"
+    )
+    assert recognizer.provider == expected
+    assert len(recognizer.labels) == 20 and recognizer.labels[0] == "book" and recognizer.labels[19] == "wall"
+
+
+def test_missing_h5_names_the_path_and_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"no model at MODEL_PATH=.*nothing\.h5.*python cli.py convert"):
+        check_model_files(tmp_path / "nothing.h5")
+
+
+def test_unconverted_h5_names_the_convert_command(tmp_path: Path, model_dir: Path) -> None:
+    shutil.copy(model_dir / "WLASL20c_model.h5", tmp_path / "m.h5")
+    with pytest.raises(ModelError, match=r"is not converted .*encoder.onnx.*python cli.py convert --h5"):
+        check_model_files(tmp_path / "m.h5")
+
+
+def test_onnx_converted_from_another_h5_is_refused(tmp_path: Path, model_dir: Path) -> None:
+    for item in model_dir.iterdir():
+        shutil.copy(item, tmp_path / item.name)
+    report = json.loads((tmp_path / "conversion_report.json").read_text())
+    report["h5_sha256"] = "0" * 64
+    (tmp_path / "conversion_report.json").write_text(json.dumps(report))
+    with pytest.raises(ModelError, match="converted from another h5"):
+        check_model_files(tmp_path / "WLASL20c_model.h5")
+
+
+def test_backend_stages_compose_to_the_full_model(model_dir: Path) -> None:
+    import onnxruntime as ort
+
+    from service.preprocess import iter_clip_frames
+    from tests.conftest import CLIPS
+
+    settings = load_settings({"MODEL_PATH": str(model_dir / "WLASL20c_model.h5")}, env_file=None)
+    recognizer = ImageRecognizer(check_model_files(settings.model_path), settings)
+    frames = list(
+        iter_clip_frames(CLIPS / "play" / sorted(p.name for p in (CLIPS / "play").glob("*.mp4"))[0])
+    )[:10]
+    inputs = np.stack([recognizer.encode_pre(f) for f in frames])
+    probabilities = recognizer.classify(recognizer.encode_core(inputs)[None])
+    full = ort.InferenceSession(str(model_dir / "full.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(probabilities, full.run(None, {"frames": inputs[None]})[0], atol=1e-5)

@@ -1,0 +1,144 @@
+"""The client contract of SPEC section 1, against a real `cli serve` process and real Socket.IO clients."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import ServerProcess, full_onnx_probabilities, start_server
+from tests.peer import Peer
+
+LABELS = ["book", "chair", "clothes", "computer", "drink", "drum", "family", "football", "go", "hat", "hello",
+          "kiss", "like", "play", "school", "street", "table", "university", "violin", "wall"]  # fmt: skip
+
+
+def test_healthz_and_labels(server: ServerProcess) -> None:
+    health = httpx.get(f"{server.url}/healthz").json()
+    assert health["status"] == "ok" and health["model"] == "Sequential"
+    assert health["provider"] in ("CPUExecutionProvider", "CUDAExecutionProvider")
+    assert httpx.get(f"{server.url}/labels").json() == {str(i): g for i, g in enumerate(LABELS)}
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_every_frame_is_answered_with_the_prediction_of_its_own_window(
+    server: ServerProcess, model_dir: Path, hello_jpegs: list[bytes], transport: str
+) -> None:
+    frames = hello_jpegs[:14]
+    async with Peer(server.url, [transport]) as peer:
+        assert await peer.expect("status") == {"message": "ready"}
+        for i, jpeg in enumerate(frames):
+            prediction = await peer.predict(jpeg)
+            if i < 9:
+                assert prediction == {"label": "none", "score": 0.0}
+                continue
+            expected = full_onnx_probabilities(model_dir, frames[i - 9 : i + 1])
+            best = int(expected.argmax())
+            assert prediction["score"] == pytest.approx(float(expected[best]), abs=1e-4)
+            assert prediction["label"] == (LABELS[best] if expected[best] > 0.5 else "none")
+
+
+async def test_data_url_png_and_binary_frames_are_accepted(
+    server: ServerProcess, hello_jpegs: list[bytes]
+) -> None:
+    image = cv2.imdecode(np.frombuffer(hello_jpegs[0], np.uint8), cv2.IMREAD_COLOR)
+    png = cv2.imencode(".png", image)[1].tobytes()
+    async with Peer(server.url) as peer:
+        await peer.expect("status")
+        await peer.predict(hello_jpegs[0], data_url=True)
+        await peer.predict(hello_jpegs[1], binary=True)
+        await peer.sio.emit("frame", {"image": base64.b64encode(png).decode()})
+        assert (await peer.expect("prediction"))["label"] == "none"
+
+
+async def test_bad_frames_get_coded_errors_and_the_stream_goes_on(
+    model_dir: Path, hello_jpegs: list[bytes]
+) -> None:
+    running = start_server(model_dir, WINDOW_SECONDS="0", ERRORS_PER_SECOND="1000")
+    bad = [
+        ({"image": base64.b64encode(b"garbage bytes").decode()}, "undecodable_image"),
+        ({"image": base64.b64encode(hello_jpegs[0][:500]).decode()}, "undecodable_image"),
+        ({"image": ""}, "empty_frame"),
+        ({"image": 12345}, "bad_payload"),
+        ({"picture": "x"}, "bad_payload"),
+        ("not an object", "bad_payload"),
+        ({"image": "***"}, "bad_base64"),
+    ]
+    try:
+        async with Peer(running.url) as peer:
+            await peer.expect("status")
+            good = hello_jpegs[:12]
+            for i, jpeg in enumerate(good):
+                if i == 5:  # bad frames in the middle of the window must not disturb it
+                    for payload, code in bad:
+                        await peer.sio.emit("frame", payload)
+                        error = await peer.expect("error")
+                        assert error["code"] == code and error["message"]
+                prediction = await peer.predict(jpeg)
+            expected = full_onnx_probabilities(model_dir, good[-10:])
+            assert prediction["score"] == pytest.approx(float(expected.max()), abs=1e-4)
+            assert peer.sio.connected
+    finally:
+        running.stop()
+
+
+async def test_errors_are_rate_limited_and_the_client_stays_connected(
+    server: ServerProcess, hello_jpegs: list[bytes]
+) -> None:
+    async with Peer(server.url) as peer:
+        await peer.expect("status")
+        for _ in range(30):
+            await peer.sio.emit("frame", {"image": "@@@"})
+        await peer.send_jpeg(hello_jpegs[0])
+        errors = 0
+        while True:
+            event, prediction = await peer.next()
+            if event == "prediction":
+                break
+            errors += 1
+        assert prediction == {"label": "none", "score": 0.0}
+        assert errors <= 4  # 2 per second with a burst of 2; 30 bad frames would be 30 errors
+        assert peer.sio.connected
+
+
+async def test_capacity(model_dir: Path) -> None:
+    running = start_server(model_dir, MAX_CLIENTS="2")
+    try:
+        async with Peer(running.url) as first, Peer(running.url) as second:
+            await first.expect("status")
+            await second.expect("status")
+            third = Peer(running.url)
+            await third.sio.connect(running.url, transports=["websocket"], wait_timeout=10)
+            error = await third.expect("error")
+            assert error["message"] == "Server at capacity, please try again later"
+            await asyncio.wait_for(third.disconnected.wait(), 10)
+        async with Peer(running.url) as again:  # places are freed on disconnect
+            assert await again.expect("status") == {"message": "ready"}
+    finally:
+        running.stop()
+
+
+async def test_a_flooding_client_loses_its_oldest_frames_not_the_newest(
+    server: ServerProcess, hello_jpegs: list[bytes]
+) -> None:
+    before = httpx.get(f"{server.url}/healthz").json()
+    async with Peer(server.url) as peer:
+        await peer.expect("status")
+        for jpeg in hello_jpegs[:60]:
+            await peer.send_jpeg(jpeg)
+        predictions = 0
+        while True:
+            try:
+                event, _ = await peer.next(timeout=3)
+            except TimeoutError:
+                break
+            predictions += event == "prediction"
+    after = httpx.get(f"{server.url}/healthz").json()
+    dropped = after["dropped"] - before["dropped"]
+    assert after["frames"] - before["frames"] == 60
+    assert predictions + dropped == 60 and predictions >= 2
