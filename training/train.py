@@ -269,13 +269,15 @@ def sweep(
     embeddings: Path | str = DEFAULT_EMBEDDINGS,
     seed: int = 0,
     configs: list[tuple[str, HParams]] | None = None,
+    save: Path | str | None = None,
 ) -> list[dict[str, Any]]:
-    """LOSO for each config (train split only). Returns the table rows, best first is NOT applied."""
+    """LOSO for each config (train split only). Each row keeps the full LOSO result under "loso";
+    with `save`, the table so far is written there after every config."""
     clips = [c for c in load_manifest(manifest) if c.split == "train"]
     emb, meta = load_embeddings(embeddings)
     table = []
     for name, hp in configs or SWEEP:
-        r = loso(clips, emb, hp, seed, log=False)
+        r = loso(clips, emb, hp, seed, log=True)
         row = {
             "name": name,
             "source_range": meta["source_range"],
@@ -286,7 +288,9 @@ def sweep(
             "seconds": r["seconds"],
         }
         print(f"[sweep] {json.dumps(row)}", flush=True)
-        table.append(row)
+        table.append({**row, "loso": r})
+        if save:
+            Path(save).write_text(json.dumps(table, indent=1) + "\n")
     return table
 
 
@@ -299,6 +303,7 @@ def train(
     sweep_table: list[dict[str, Any]] | None = None,
     run_loso: bool = True,
     command: str | None = None,
+    loso_result: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train the head on the train split, save model/WLASL20c_model.h5 + training_report.json."""
     import tf_keras as keras
@@ -314,7 +319,8 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    loso_res = loso(train_clips, emb, hp, seed) if run_loso else None
+    # LOSO of exactly this config; reuse the sweep's when given (same code, seed and data)
+    loso_res = loso_result if loso_result is not None else (loso(train_clips, emb, hp, seed) if run_loso else None)
 
     # final model: the exact Sequential, head trained through build_head_from (shared weights)
     keras.backend.clear_session()
@@ -388,7 +394,7 @@ def train(
         ),
         "train_accuracy": {k: train_res[k] for k in ("n", "top1", "top5")},
         "loso": loso_res,
-        "sweep": sweep_table,
+        "sweep": [{k: v for k, v in r.items() if k != "loso"} for r in sweep_table] if sweep_table else None,
         "test": {
             **test_res,
             "on_glosses_with_training_clips": {k: test_seen[k] for k in ("n", "top1", "top5")},
@@ -423,6 +429,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--sweep", action="store_true", help="LOSO over the SWEEP configs first, train the best")
     p.add_argument("--no-loso", action="store_true")
+    p.add_argument("--sweep-file", type=Path, help="use a saved sweep table (JSON) instead of running it")
     p.add_argument("--steps", type=int, default=HParams.steps)
     p.add_argument("--lr", type=float, default=HParams.lr)
     p.add_argument("--label-smoothing", type=float, default=HParams.label_smoothing)
