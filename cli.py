@@ -120,5 +120,105 @@ def predict(
     typer.echo(f"final: {result.label} ({result.score:.3f})")
 
 
+@app.command()
+def evaluate(
+    folders: Annotated[list[Path] | None, typer.Argument(help="Folders of <gloss>/<clip> files.")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="A clip manifest CSV (gloss,path,...,split).")] = None,
+    split: Annotated[str | None, typer.Option(help="Only manifest rows of this split (e.g. test).")] = None,
+    root: Annotated[
+        list[str] | None, typer.Option(help="NAME=DIR: where manifest paths NAME/... live.")
+    ] = None,
+    window_seconds: Annotated[float | None, typer.Option(help="Override WINDOW_SECONDS.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a confusion-matrix PNG here.")] = None,
+) -> None:
+    """Stream real clips through the server's pipeline and report clip-level top-1/top-5."""
+    import dataclasses
+
+    from service.engine import ModelError, load_recognizer
+    from service.evaluation import clips_in_folder, clips_in_manifest, confusion_png
+    from service.evaluation import evaluate as run_evaluate
+
+    settings = _settings()
+    if window_seconds is not None:
+        settings = dataclasses.replace(settings, window_seconds=window_seconds)
+    clips = [clip for folder in folders or [] for clip in clips_in_folder(folder)]
+    if manifest is not None:
+        roots = dict(item.split("=", 1) for item in root or [])
+        try:
+            clips += clips_in_manifest(manifest, {k: Path(v) for k, v in roots.items()}, split)
+        except ValueError as exc:
+            _fail(str(exc))
+    if not clips:
+        _fail("no clips: give folders of <gloss>/<clip> files or --manifest")
+    missing = [str(c.path) for c in clips if not c.path.is_file()]
+    if missing:
+        _fail(f"{len(missing)} clips not found, e.g. {missing[0]}")
+    try:
+        recognizer = load_recognizer(settings)
+    except ModelError as exc:
+        _fail(str(exc))
+    report = asyncio.run(run_evaluate(recognizer, settings, clips))
+    for row in report["per_clip"]:
+        mark = "ok " if row["predicted"] == row["gloss"] else "   "
+        typer.echo(f"{mark}{row['gloss']:<11} -> {row['predicted']:<11} {row['score']:.3f}  {row['file']}")
+    typer.echo(
+        f"n={report['n']} top1={report['top1']:.3f} top5={report['top5']:.3f} window={settings.window_seconds}s"
+    )
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=1) + "\n")
+    if plot:
+        confusion_png(report, recognizer.labels, plot)
+
+
+@app.command()
+def loadtest(
+    video: Annotated[Path, typer.Option(help="A clip, or a folder of clips, to stream.")],
+    url: Annotated[str, typer.Option(help="Server URL.")] = "http://127.0.0.1:8000",
+    clients: Annotated[int, typer.Option(help="Concurrent clients.")] = 1,
+    fps: Annotated[float, typer.Option(help="Frames per second per client.")] = 25.0,
+    seconds: Annotated[float, typer.Option(help="Streaming time per run.")] = 10.0,
+    transport: Annotated[str, typer.Option(help="websocket or polling.")] = "websocket",
+    binary: Annotated[bool, typer.Option(help="Send raw JPEG bytes instead of base64.")] = False,
+    find_capacity: Annotated[bool, typer.Option(help="Raise clients until p95 > 100 ms or a loss.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+) -> None:
+    """Stream real clip frames from N Socket.IO clients and measure frame -> prediction latency."""
+    from benchmarks.loadgen import browser_jpegs, run_load
+
+    if transport not in ("websocket", "polling"):
+        _fail("--transport must be websocket or polling")
+    frames = browser_jpegs(video)
+    runs = []
+    count = clients
+    while True:
+        result = asyncio.run(run_load(url, frames, count, fps, seconds, transport, binary))
+        runs.append(result.as_dict())
+        lat = result.latency_ms
+        typer.echo(
+            f"clients={count} sent={result.sent} replies={result.replies} lost={result.lost} "
+            f"errors={result.errors} p50={lat.get('p50')} p95={lat.get('p95')} p99={lat.get('p99')} "
+            f"max={lat.get('max')} ms held={result.held}"
+        )
+        if not find_capacity or not result.held:
+            break
+        count = count * 2 if count < 8 else count + 4
+    output: dict[str, Any] = {"runs": runs}
+    if find_capacity:
+        held = (
+            [r["clients"] for r in runs[:-1]]
+            if not runs[-1] or not _held(runs[-1])
+            else [runs[-1]["clients"]]
+        )
+        output["capacity"] = max(held, default=0)
+        typer.echo(f"capacity: {output['capacity']} clients at {fps} fps (p95 < 100 ms, no lost replies)")
+    if json_out:
+        json_out.write_text(json.dumps(output, indent=1) + "\n")
+
+
+def _held(run: dict[str, Any]) -> bool:
+    return bool(run["latency_ms"].get("p95", 1e9) < 100 and run["lost"] == 0 and run["refused_clients"] == 0)
+
+
 if __name__ == "__main__":
     app()

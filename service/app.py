@@ -95,6 +95,10 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
                 "predictions": totals.predictions,
                 "dropped": totals.dropped,
                 "errors": totals.errors,
+                "staleness_ms": {
+                    "max": round(totals.staleness_max_s * 1e3, 1),
+                    "mean": round(totals.staleness_sum_s * 1e3 / max(1, totals.predictions), 1),
+                },
             }
         )
 

@@ -75,14 +75,20 @@ def _image_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def decode_image(data: bytes) -> ImageBGR:
-    """JPEG/PNG bytes -> BGR uint8 image (OpenCV order, as the model was trained)."""
+def check_image_header(data: bytes) -> tuple[int, int]:
+    """(width, height) of a JPEG/PNG from its header; FrameError if it is neither or too large."""
     size = _image_size(data)
     if size is None:
         raise FrameError("undecodable_image", "frame is not a JPEG or PNG image")
     width, height = size
     if width * height > MAX_PIXELS:
         raise FrameError("image_too_large", f"image of {width}x{height} pixels exceeds {MAX_PIXELS} pixels")
+    return size
+
+
+def decode_image(data: bytes) -> ImageBGR:
+    """JPEG/PNG bytes -> BGR uint8 image (OpenCV order, as the model was trained)."""
+    check_image_header(data)
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise FrameError("undecodable_image", "frame could not be decoded as JPEG or PNG")

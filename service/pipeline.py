@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from service.batcher import MicroBatcher
 from service.engine import Recognizer
-from service.frames import decode_image
+from service.frames import check_image_header, decode_image
 from service.preprocess import ImageBGR
 from service.settings import Settings
 from service.stream import NOT_READY, Prediction, StreamState, decide
@@ -50,14 +50,26 @@ class Pipeline:
 
     def new_stream(self) -> StreamState:
         dim = int(getattr(self.recognizer, "embedding_dim", 1280))
-        return StreamState(self.recognizer.window_size, dim, self.settings.window_seconds)
+        return StreamState(
+            self.recognizer.window_size,
+            dim,
+            self.settings.window_seconds,
+            self.settings.embeddings_per_second,
+        )
 
-    async def decode(self, data: bytes) -> ImageBGR:
-        """JPEG/PNG bytes -> BGR image, off the event loop. Raises FrameError."""
-        return await asyncio.get_running_loop().run_in_executor(self._cpu_pool, decode_image, data)
+    async def answer(self, data: bytes, stream: StreamState, timestamp: float) -> Prediction:
+        """The server's path for one encoded frame. Raises FrameError for frames it cannot use."""
+        if not stream.due(timestamp):
+            check_image_header(data)  # still tell the client about a bad frame, without decoding it
+            return stream.last
+        image = await asyncio.get_running_loop().run_in_executor(self._cpu_pool, decode_image, data)
+        return await self.predict(image, stream, timestamp)
 
     async def predict(self, image: ImageBGR, stream: StreamState, timestamp: float) -> Prediction:
-        """Add this frame to the stream and answer with the prediction of the window ending at it."""
+        """Answer this frame: encode it if the stream's sampling rate wants it, and classify the window
+        ending at the newest embedding; otherwise repeat the newest window's prediction."""
+        if not stream.due(timestamp):
+            return stream.last
         loop = asyncio.get_running_loop()
         inputs = await loop.run_in_executor(self._cpu_pool, self.recognizer.encode_pre, image)
         embedding = await self.encoder.submit(inputs)
@@ -66,4 +78,5 @@ class Pipeline:
         if window is None:
             return NOT_READY
         probabilities = await self.head.submit(window)
-        return decide(probabilities, self.recognizer.labels, self.settings.threshold)
+        stream.last = decide(probabilities, self.recognizer.labels, self.settings.threshold)
+        return stream.last

@@ -84,6 +84,32 @@ class Totals:
     predictions: int = 0
     dropped: int = 0
     errors: int = 0
+    # Freshness: how much older the newest embedding behind a prediction is than the frame answered.
+    staleness_max_s: float = 0.0
+    staleness_sum_s: float = 0.0
+
+    def record_staleness(self, seconds: float) -> None:
+        self.staleness_max_s = max(self.staleness_max_s, seconds)
+        self.staleness_sum_s += seconds
+
+
+FrameId = int | str | None
+
+
+def frame_id_of(payload: Any) -> FrameId:
+    """Optional extension: a client may tag a frame with `"id"` (int or short string); the reply to
+    that frame carries the same `id`, so clients can match replies to frames. Reference clients
+    send no id and get exactly the reference payloads."""
+    if not isinstance(payload, dict):
+        return None
+    value = payload.get("id")
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    return value if not isinstance(value, str) or len(value) <= 64 else None
+
+
+def with_id(event: dict[str, object], frame_id: FrameId) -> dict[str, object]:
+    return event if frame_id is None else {**event, "id": frame_id}
 
 
 class SignProtocol:
@@ -149,11 +175,12 @@ class SignProtocol:
         client.enqueue(payload)
         self.totals.dropped += client.stats.dropped - dropped_before
 
-    async def _send_error(self, client: Client, error: FrameError) -> None:
+    async def _send_error(self, client: Client, error: FrameError, frame_id: FrameId = None) -> None:
         client.stats.errors += 1
         self.totals.errors += 1
         if client.limiter.allow():
-            await self.sio.emit("error", {"message": error.message, "code": error.code}, to=client.sid)
+            event = with_id({"message": error.message, "code": error.code}, frame_id)
+            await self.sio.emit("error", event, to=client.sid)
         else:
             client.stats.errors_suppressed += 1
 
@@ -165,18 +192,22 @@ class SignProtocol:
                 await client.wake.wait()
                 continue
             payload, arrived = client.pending.popleft()
+            frame_id = frame_id_of(payload)
             try:
                 data = payload_bytes(payload, self.settings.max_frame_bytes)
-                image = await pipeline.decode(data)
+                prediction = await pipeline.answer(data, client.stream, arrived)
             except FrameError as error:
-                await self._send_error(client, error)
+                await self._send_error(client, error, frame_id)
                 continue
-            try:
-                prediction = await pipeline.predict(image, client.stream, arrived)
             except Exception:
                 log.exception("inference failed for client %s", client.sid)
-                await self._send_error(client, FrameError("internal", "inference failed for this frame"))
+                await self._send_error(
+                    client, FrameError("internal", "inference failed for this frame"), frame_id
+                )
                 continue
             client.stats.predictions += 1
             self.totals.predictions += 1
-            await self.sio.emit("prediction", prediction.as_event(), to=client.sid)
+            newest = client.stream.newest_timestamp
+            if newest is not None:
+                self.totals.record_staleness(arrived - newest)
+            await self.sio.emit("prediction", with_id(prediction.as_event(), frame_id), to=client.sid)

@@ -30,6 +30,8 @@ class ClipResult:
     timeline: list[Step] = field(default_factory=list)
     label: str = "none"
     score: float = 0.0
+    # Class probabilities at the clip's most confident step (for top-k), in label order.
+    probabilities: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -51,10 +53,14 @@ async def stream_clip(recognizer: Recognizer, settings: Settings, path: Path) ->
         fps = clip_fps(path)
         stream = pipeline.new_stream()
         result = ClipResult(clip=str(path), fps=fps)
+        best_score = -1.0
         for index, frame in enumerate(iter_clip_frames(path)):
             t = index / fps
             prediction = await pipeline.predict(frame, stream, t)
             result.timeline.append(Step(index, round(t, 3), prediction.label, round(prediction.score, 4)))
+            if prediction.probabilities is not None and prediction.score > best_score:
+                best_score = prediction.score
+                result.probabilities = [round(float(p), 5) for p in prediction.probabilities]
     finally:
         await pipeline.stop()
     result.label, result.score = clip_label(result.timeline)

@@ -59,7 +59,7 @@ async def test_data_url_png_and_binary_frames_are_accepted(
 async def test_bad_frames_get_coded_errors_and_the_stream_goes_on(
     model_dir: Path, hello_jpegs: list[bytes]
 ) -> None:
-    running = start_server(model_dir, WINDOW_SECONDS="0", ERRORS_PER_SECOND="1000")
+    running = start_server(model_dir, WINDOW_SECONDS="0", EMBEDDINGS_PER_SECOND="0", ERRORS_PER_SECOND="1000")
     bad = [
         ({"image": base64.b64encode(b"garbage bytes").decode()}, "undecodable_image"),
         ({"image": base64.b64encode(hello_jpegs[0][:500]).decode()}, "undecodable_image"),
@@ -142,3 +142,26 @@ async def test_a_flooding_client_loses_its_oldest_frames_not_the_newest(
     dropped = after["dropped"] - before["dropped"]
     assert after["frames"] - before["frames"] == 60
     assert predictions + dropped == 60 and predictions >= 2
+
+
+async def test_sampled_embeddings_answer_every_paced_frame_freshly(
+    model_dir: Path, hello_jpegs: list[bytes]
+) -> None:
+    """Default settings: ~8 embeddings/s per client, every 25 fps frame still answered, and the newest
+    embedding behind each answer is at most 200 ms older than the frame it answers."""
+    running = start_server(model_dir)
+    try:
+        async with Peer(running.url) as peer:
+            await peer.expect("status")
+            start = asyncio.get_running_loop().time()
+            for i, jpeg in enumerate(hello_jpegs[:50]):
+                await asyncio.sleep(max(0.0, start + i / 25 - asyncio.get_running_loop().time()))
+                await peer.sio.emit("frame", {"image": base64.b64encode(jpeg).decode(), "id": i})
+            replies = [await peer.expect("prediction") for _ in range(50)]
+        assert [r["id"] for r in replies] == list(range(50))
+        assert any(r["score"] > 0 for r in replies)
+        health = httpx.get(f"{running.url}/healthz").json()
+        assert health["predictions"] == 50 and health["dropped"] == 0
+        assert 0 <= health["staleness_ms"]["max"] <= 200
+    finally:
+        running.stop()

@@ -49,3 +49,23 @@ def test_decide_applies_the_threshold() -> None:
     assert decide(p, LABELS, 0.5).label == "none"
     assert decide(p, LABELS, 0.5).score == 0.5
     assert NOT_READY.as_event() == {"label": "none", "score": 0.0}
+
+
+def test_sampling_encodes_at_the_requested_rate_from_25_fps() -> None:
+    state = StreamState(10, 4, window_seconds=2.0, embeddings_per_second=8.0)
+    encoded = []
+    for i in range(250):  # 10 s at 25 fps, with +-5 ms arrival jitter
+        t = i / 25 + (0.005 if i % 2 else -0.005)
+        if state.due(t):
+            state.add(np.zeros(4, np.float32), t)
+            encoded.append(t)
+    rate = len(encoded) / 10
+    assert 7.5 <= rate <= 9.0, rate
+    assert max(np.diff(encoded)) <= 0.125 + 0.01  # the newest embedding is never older than this
+
+
+def test_without_sampling_every_frame_is_due() -> None:
+    state = StreamState(10, 4, window_seconds=2.0, embeddings_per_second=0.0)
+    for i in range(30):
+        assert state.due(i / 25)
+        state.add(np.zeros(4, np.float32), i / 25)
