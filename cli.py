@@ -10,9 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Real-time ASL recognition over Socket.IO."
-)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Real-time ASL recognition over Socket.IO.")
 
 
 def _fail(message: str) -> None:
@@ -80,9 +78,7 @@ def convert(
 
     with console.status("converting") as status:
         try:
-            report = run_convert(
-                h5, out, clips or DEFAULT_CLIPS, progress=lambda m: (status.update(m), console.log(m))
-            )
+            report = run_convert(h5, out, clips or DEFAULT_CLIPS, progress=lambda m: (status.update(m), console.log(m)))
         except (ArchitectureError, FileNotFoundError) as exc:
             _fail(str(exc))
     parity = report["parity"]
@@ -125,9 +121,7 @@ def evaluate(
     folders: Annotated[list[Path] | None, typer.Argument(help="Folders of <gloss>/<clip> files.")] = None,
     manifest: Annotated[Path | None, typer.Option(help="A clip manifest CSV (gloss,path,...,split).")] = None,
     split: Annotated[str | None, typer.Option(help="Only manifest rows of this split (e.g. test).")] = None,
-    root: Annotated[
-        list[str] | None, typer.Option(help="NAME=DIR: where manifest paths NAME/... live.")
-    ] = None,
+    root: Annotated[list[str] | None, typer.Option(help="NAME=DIR: where manifest paths NAME/... live.")] = None,
     window_seconds: Annotated[float | None, typer.Option(help="Override WINDOW_SECONDS.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a confusion-matrix PNG here.")] = None,
@@ -162,9 +156,7 @@ def evaluate(
     for row in report["per_clip"]:
         mark = "ok " if row["predicted"] == row["gloss"] else "   "
         typer.echo(f"{mark}{row['gloss']:<11} -> {row['predicted']:<11} {row['score']:.3f}  {row['file']}")
-    typer.echo(
-        f"n={report['n']} top1={report['top1']:.3f} top5={report['top5']:.3f} window={settings.window_seconds}s"
-    )
+    typer.echo(f"n={report['n']} top1={report['top1']:.3f} top5={report['top5']:.3f} window={settings.window_seconds}s")
     if json_out:
         json_out.write_text(json.dumps(report, indent=1) + "\n")
     if plot:
@@ -205,11 +197,7 @@ def loadtest(
         count = count * 2 if count < 8 else count + 4
     output: dict[str, Any] = {"runs": runs}
     if find_capacity:
-        held = (
-            [r["clients"] for r in runs[:-1]]
-            if not runs[-1] or not _held(runs[-1])
-            else [runs[-1]["clients"]]
-        )
+        held = [r["clients"] for r in runs[:-1]] if not runs[-1] or not _held(runs[-1]) else [runs[-1]["clients"]]
         output["capacity"] = max(held, default=0)
         typer.echo(f"capacity: {output['capacity']} clients at {fps} fps (p95 < 100 ms, no lost replies)")
     if json_out:

@@ -23,11 +23,7 @@ from service.preprocess import iter_clip_frames
 
 def browser_jpegs(video: Path, limit: int = 250) -> list[bytes]:
     """Frames of a clip (or of every clip in a folder) as a browser sends them: 640x480 JPEG q=0.8."""
-    paths = (
-        sorted(p for p in video.rglob("*") if p.suffix.lower() in {".mp4", ".gif"})
-        if video.is_dir()
-        else [video]
-    )
+    paths = sorted(p for p in video.rglob("*") if p.suffix.lower() in {".mp4", ".gif"}) if video.is_dir() else [video]
     frames: list[bytes] = []
     for path in paths:
         for frame in iter_clip_frames(path):

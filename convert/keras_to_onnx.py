@@ -124,8 +124,7 @@ def convert(
         "conversion_seconds": round(seconds, 2),
         "tools": tool_versions(),
         "files": {
-            name: {"file": p.name, "sha256": sha256_of(p), "bytes": p.stat().st_size}
-            for name, p in files.items()
+            name: {"file": p.name, "sha256": sha256_of(p), "bytes": p.stat().st_size} for name, p in files.items()
         },
         "parity": parity,
     }

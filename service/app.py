@@ -78,9 +78,7 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
     def healthz() -> Response[dict[str, Any]]:
         pipeline = protocol.pipeline
         if pipeline is None:
-            body: dict[str, Any] = (
-                {"status": "failed", "error": load.error} if load.error else {"status": "loading"}
-            )
+            body: dict[str, Any] = {"status": "failed", "error": load.error} if load.error else {"status": "loading"}
             return Response(body, status_code=503)
         totals = protocol.totals
         return Response(

@@ -102,9 +102,7 @@ class MicroBatcher:
                 continue
             start = time.perf_counter()
             try:
-                outputs = await loop.run_in_executor(
-                    self._executor, self._run, np.stack([x for x, _ in live])
-                )
+                outputs = await loop.run_in_executor(self._executor, self._run, np.stack([x for x, _ in live]))
             except Exception as exc:  # a failed run fails its requests, never the loop
                 log.exception("%s batch of %d failed", self.name, len(live))
                 for _, future in live:

@@ -106,18 +106,14 @@ def confusion_png(report: dict[str, Any], labels: list[str], path: Path) -> None
             x, y = left + j * cell, top + i * cell
             shade = 255 - int(200 * counts[i, j] / peak)
             colour = (shade, shade, 255) if columns[j] != gloss else (shade, 255, shade)
-            cv2.rectangle(
-                image, (x, y), (x + cell, y + cell), colour if counts[i, j] else (250, 250, 250), -1
-            )
+            cv2.rectangle(image, (x, y), (x + cell, y + cell), colour if counts[i, j] else (250, 250, 250), -1)
             cv2.rectangle(image, (x, y), (x + cell, y + cell), (200, 200, 200), 1)
             if counts[i, j]:
                 cv2.putText(image, str(counts[i, j]), (x + 10, y + 22), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     for j, name in enumerate(columns):
         text = np.full((cell, top - 6, 3), 255, np.uint8)
         cv2.putText(text, name, (2, 22), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        image[0 : top - 6, left + j * cell : left + (j + 1) * cell] = cv2.rotate(
-            text, cv2.ROTATE_90_COUNTERCLOCKWISE
-        )
+        image[0 : top - 6, left + j * cell : left + (j + 1) * cell] = cv2.rotate(text, cv2.ROTATE_90_COUNTERCLOCKWISE)
     caption = f"n={report['n']} top1={report['top1']:.2f} top5={report['top5']:.2f} (rows: true, columns: predicted)"
     cv2.putText(image, caption, (4, image.shape[0] - 12), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(str(path), image)

@@ -201,9 +201,7 @@ class SignProtocol:
                 continue
             except Exception:
                 log.exception("inference failed for client %s", client.sid)
-                await self._send_error(
-                    client, FrameError("internal", "inference failed for this frame"), frame_id
-                )
+                await self._send_error(client, FrameError("internal", "inference failed for this frame"), frame_id)
                 continue
             client.stats.predictions += 1
             self.totals.predictions += 1

@@ -41,7 +41,7 @@ class Settings:
     threshold: float = 0.5
     window_seconds: float = 2.0
     embeddings_per_second: float = 8.0
-    frame_queue_size: int = 2
+    frame_queue_size: int = 4
     encoder_max_batch: int = 8
     encoder_max_wait_ms: float = 2.0
     max_frame_bytes: int = 2_000_000
@@ -148,7 +148,6 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
     settings = Settings(**kwargs)
     if settings.use_dummy_model:
         raise SettingsError(
-            "USE_DUMMY_MODEL=1 is not supported: signstream serves only the real model "
-            "(unset it, or set it to 0)"
+            "USE_DUMMY_MODEL=1 is not supported: signstream serves only the real model (unset it, or set it to 0)"
         )
     return settings

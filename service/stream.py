@@ -51,9 +51,7 @@ class StreamState:
     the frames in between are answered with the newest window's prediction. 0 encodes every frame.
     """
 
-    def __init__(
-        self, window_size: int, dim: int, window_seconds: float, embeddings_per_second: float = 0.0
-    ) -> None:
+    def __init__(self, window_size: int, dim: int, window_seconds: float, embeddings_per_second: float = 0.0) -> None:
         self.window_size = window_size
         self.window_seconds = window_seconds
         self.embed_interval = 1.0 / embeddings_per_second if embeddings_per_second > 0 else 0.0

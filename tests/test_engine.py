@@ -20,9 +20,7 @@ def test_provider_choice() -> None:
     assert choose_providers("auto", cpu_only) == cpu_only
     assert choose_providers("auto", with_cuda) == with_cuda
     assert choose_providers("cuda", with_cuda) == with_cuda
-    with pytest.raises(
-        ModelError, match="EXECUTION_PROVIDER=cuda but this onnxruntime has no CUDAExecutionProvider"
-    ):
+    with pytest.raises(ModelError, match="EXECUTION_PROVIDER=cuda but this onnxruntime has no CUDAExecutionProvider"):
         choose_providers("cuda", cpu_only)
 
 
@@ -32,9 +30,7 @@ def test_auto_on_this_machine_reports_the_provider_it_got(model_dir: Path) -> No
     settings = load_settings({"MODEL_PATH": str(model_dir / "WLASL20c_model.h5")}, env_file=None)
     recognizer = load_recognizer(settings)
     expected = (
-        "CUDAExecutionProvider"
-        if "CUDAExecutionProvider" in ort.get_available_providers()
-        else "CPUExecutionProvider"
+        "CUDAExecutionProvider" if "CUDAExecutionProvider" in ort.get_available_providers() else "CPUExecutionProvider"
     )
     assert recognizer.provider == expected
     assert len(recognizer.labels) == 20 and recognizer.labels[0] == "book" and recognizer.labels[19] == "wall"
@@ -69,9 +65,7 @@ def test_backend_stages_compose_to_the_full_model(model_dir: Path) -> None:
 
     settings = load_settings({"MODEL_PATH": str(model_dir / "WLASL20c_model.h5")}, env_file=None)
     recognizer = ImageRecognizer(check_model_files(settings.model_path), settings)
-    frames = list(
-        iter_clip_frames(CLIPS / "play" / sorted(p.name for p in (CLIPS / "play").glob("*.mp4"))[0])
-    )[:10]
+    frames = list(iter_clip_frames(CLIPS / "play" / sorted(p.name for p in (CLIPS / "play").glob("*.mp4"))[0]))[:10]
     inputs = np.stack([recognizer.encode_pre(f) for f in frames])
     probabilities = recognizer.classify(recognizer.encode_core(inputs)[None])
     full = ort.InferenceSession(str(model_dir / "full.onnx"), providers=["CPUExecutionProvider"])

@@ -25,9 +25,7 @@ async def test_503_while_loading_then_ok(model_dir: Path) -> None:
 
     settings = load_settings({"MODEL_PATH": str(model_dir / "WLASL20c_model.h5")}, env_file=None)
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, gated_loader), port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, gated_loader), port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     url = f"http://127.0.0.1:{port}"
     try:

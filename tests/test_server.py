@@ -43,9 +43,7 @@ async def test_every_frame_is_answered_with_the_prediction_of_its_own_window(
             assert prediction["label"] == (LABELS[best] if expected[best] > 0.5 else "none")
 
 
-async def test_data_url_png_and_binary_frames_are_accepted(
-    server: ServerProcess, hello_jpegs: list[bytes]
-) -> None:
+async def test_data_url_png_and_binary_frames_are_accepted(server: ServerProcess, hello_jpegs: list[bytes]) -> None:
     image = cv2.imdecode(np.frombuffer(hello_jpegs[0], np.uint8), cv2.IMREAD_COLOR)
     png = cv2.imencode(".png", image)[1].tobytes()
     async with Peer(server.url) as peer:
@@ -56,9 +54,7 @@ async def test_data_url_png_and_binary_frames_are_accepted(
         assert (await peer.expect("prediction"))["label"] == "none"
 
 
-async def test_bad_frames_get_coded_errors_and_the_stream_goes_on(
-    model_dir: Path, hello_jpegs: list[bytes]
-) -> None:
+async def test_bad_frames_get_coded_errors_and_the_stream_goes_on(model_dir: Path, hello_jpegs: list[bytes]) -> None:
     running = start_server(model_dir, WINDOW_SECONDS="0", EMBEDDINGS_PER_SECOND="0", ERRORS_PER_SECOND="1000")
     bad = [
         ({"image": base64.b64encode(b"garbage bytes").decode()}, "undecodable_image"),
@@ -144,9 +140,7 @@ async def test_a_flooding_client_loses_its_oldest_frames_not_the_newest(
     assert predictions + dropped == 60 and predictions >= 2
 
 
-async def test_sampled_embeddings_answer_every_paced_frame_freshly(
-    model_dir: Path, hello_jpegs: list[bytes]
-) -> None:
+async def test_sampled_embeddings_answer_every_paced_frame_freshly(model_dir: Path, hello_jpegs: list[bytes]) -> None:
     """Default settings: ~8 embeddings/s per client, every 25 fps frame still answered, and the newest
     embedding behind each answer is at most 200 ms older than the frame it answers."""
     running = start_server(model_dir)
