@@ -24,8 +24,9 @@ DEFAULT_CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" /
 Progress = Callable[[str], None]
 
 
-def real_windows(clips_dir: Path, max_clips: int = 12) -> tuple[np.ndarray, list[str]]:
-    """Training-style windows of real clips, one clip per gloss first so the check covers many."""
+def real_windows(clips_dir: Path, max_clips: int = 12, skip: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Training-style windows of real clips, one clip per gloss first so the check covers many.
+    `skip` leaves out the first clips of that order (calibration data apart from checking data)."""
     clips = sorted(clips_dir.glob("*/*.mp4"))
     if not clips:
         raise FileNotFoundError(f"no clips (<gloss>/*.mp4) under {clips_dir}: pass --clips DIR")
@@ -33,10 +34,11 @@ def real_windows(clips_dir: Path, max_clips: int = 12) -> tuple[np.ndarray, list
     for clip in clips:
         by_gloss.setdefault(clip.parent.name, []).append(clip)
     chosen: list[Path] = []
-    while len(chosen) < max_clips and any(by_gloss.values()):
+    while len(chosen) < skip + max_clips and any(by_gloss.values()):
         for paths in by_gloss.values():
-            if paths and len(chosen) < max_clips:
+            if paths and len(chosen) < skip + max_clips:
                 chosen.append(paths.pop(0))
+    chosen = chosen[skip:]
     windows = [clip_window(path) for path in chosen]
     return np.stack(windows).astype(np.float32), [str(p.relative_to(clips_dir)) for p in chosen]
 
@@ -116,6 +118,14 @@ def convert(
     parity = measure_parity(files, model, windows)
     parity["clips"] = clip_names
 
+    progress("quantising the encoder to int8 (calibrated on real frames) and measuring it")
+    from convert.quantize import INT8_FILE, measure_variant, quantize_encoder
+
+    calibration, _ = real_windows(clips, max_clips=24, skip=len(clip_names))
+    quantize_encoder(files["encoder"], calibration.reshape(-1, *calibration.shape[2:])[::2], out / INT8_FILE)
+    check_windows, _ = real_windows(clips, max_clips=48)
+    int8 = measure_variant(files["encoder"], out / INT8_FILE, files["head"], check_windows)
+
     (out / LABELS_FILE).write_text(json.dumps({str(i): g for i, g in enumerate(LABELS)}, indent=1) + "\n")
     report = {
         "h5": h5.name,
@@ -127,6 +137,7 @@ def convert(
             name: {"file": p.name, "sha256": sha256_of(p), "bytes": p.stat().st_size} for name, p in files.items()
         },
         "parity": parity,
+        "variants": {"int8": {**int8, "sha256": sha256_of(out / INT8_FILE)}},
     }
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     progress(f"wrote {', '.join(p.name for p in files.values())}, {LABELS_FILE}, {REPORT_FILE} to {out}")

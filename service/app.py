@@ -87,6 +87,7 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
                 "model": "Sequential",
                 "model_name": pipeline.recognizer.name,
                 "provider": pipeline.recognizer.provider,
+                "encoder": getattr(pipeline.recognizer, "encoder_variant", "fp32"),
                 "version": __version__,
                 "clients": len(protocol.clients),
                 "frames": totals.frames,

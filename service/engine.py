@@ -12,9 +12,9 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -52,6 +52,16 @@ class ModelFiles:
     full: Path
     labels: Path
     report: Path
+    conversion: dict[str, Any] = field(default_factory=dict)  # the conversion report's contents
+
+    def encoder_variant(self, name: str) -> Path:
+        """The encoder file of a variant listed in the conversion report (fp32 = encoder.onnx)."""
+        if name == "fp32":
+            return self.encoder
+        variant = self.conversion.get("variants", {}).get(name)
+        if variant is None:
+            raise ModelError(f"no {name} encoder in {self.report}: run `{CONVERT_HINT.format(h5=self.h5)}`")
+        return self.h5.parent / str(variant["file"])
 
     @classmethod
     def beside(cls, h5: Path) -> ModelFiles:
@@ -89,7 +99,16 @@ def check_model_files(h5: Path) -> ModelFiles:
             f"the ONNX files in {h5.parent} were converted from another h5 "
             f"(sha256 {expected[:12]}..., {h5.name} is {actual[:12]}...): run `{hint}`"
         )
-    return files
+    return replace(files, conversion=report)
+
+
+def choose_encoder_variant(files: ModelFiles, requested: str, provider: str) -> str:
+    """`auto`: the int8 encoder on CPU where the conversion report says it qualifies (measured
+    top-1 agreement with fp32 of at least 98% and faster), else fp32."""
+    if requested != "auto":
+        return requested
+    int8 = files.conversion.get("variants", {}).get("int8", {})
+    return "int8" if provider == "CPUExecutionProvider" and int8.get("qualifies") else "fp32"
 
 
 def load_labels(path: Path) -> list[str]:
@@ -153,11 +172,12 @@ class ImageRecognizer:
 
     def __init__(self, files: ModelFiles, settings: Settings) -> None:
         self.labels = load_labels(files.labels)
-        self._encoder = create_session(files.encoder, settings)
         self._head = create_session(files.head, settings)
+        self.provider = self._head.get_providers()[0]
+        self.encoder_variant = choose_encoder_variant(files, settings.encoder_variant, self.provider)
+        self._encoder = create_session(files.encoder_variant(self.encoder_variant), settings)
         self._encoder_input = self._encoder.get_inputs()[0].name
         self._head_input = self._head.get_inputs()[0].name
-        self.provider = self._encoder.get_providers()[0]
         self.embedding_dim = int(self._encoder.get_outputs()[0].shape[-1])
 
     def encode_pre(self, image_bgr: ImageBGR) -> FloatArray:
@@ -195,8 +215,9 @@ def warm_up(recognizer: Recognizer) -> dict[str, float]:
         recognizer.classify(np.repeat(embedding[None], recognizer.window_size, axis=1))
         timings["classify_ms"] = (time.perf_counter() - start) * 1e3
     log.info(
-        "model %s ready on %s: %s",
+        "model %s (%s encoder) ready on %s: %s",
         recognizer.name,
+        getattr(recognizer, "encoder_variant", "fp32"),
         recognizer.provider,
         ", ".join(f"{k}={v:.1f}" for k, v in timings.items()),
     )

@@ -117,7 +117,7 @@ def start_server(model_dir: Path, **env: str) -> ServerProcess:
 @pytest.fixture(scope="session")
 def server(model_dir: Path) -> Iterator[ServerProcess]:
     """The default server (consecutive windows so predictions can be recomputed offline exactly)."""
-    running = start_server(model_dir, WINDOW_SECONDS="0", EMBEDDINGS_PER_SECOND="0")
+    running = start_server(model_dir, WINDOW_SECONDS="0", EMBEDDINGS_PER_SECOND="0", ENCODER_VARIANT="fp32")
     yield running
     running.stop()
 

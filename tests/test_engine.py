@@ -70,3 +70,33 @@ def test_backend_stages_compose_to_the_full_model(model_dir: Path) -> None:
     probabilities = recognizer.classify(recognizer.encode_core(inputs)[None])
     full = ort.InferenceSession(str(model_dir / "full.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(probabilities, full.run(None, {"frames": inputs[None]})[0], atol=1e-5)
+
+
+def test_int8_encoder_is_chosen_only_where_the_report_says_it_qualifies(tmp_path: Path, model_dir: Path) -> None:
+    for item in model_dir.iterdir():
+        shutil.copy(item, tmp_path / item.name)
+    h5 = tmp_path / "WLASL20c_model.h5"
+    report_path = tmp_path / "conversion_report.json"
+    report = json.loads(report_path.read_text())
+    int8 = report["variants"]["int8"]
+    assert 0.0 <= int8["top1_agreement_vs_fp32"] <= 1.0 and int8["speedup_vs_fp32"] > 0
+    for qualifies, expected in ((False, "fp32"), (True, "int8")):
+        report["variants"]["int8"]["qualifies"] = qualifies
+        report_path.write_text(json.dumps(report))
+        settings = load_settings({"MODEL_PATH": str(h5), "EXECUTION_PROVIDER": "cpu"}, env_file=None)
+        assert ImageRecognizer(check_model_files(h5), settings).encoder_variant == expected
+
+
+def test_int8_encoder_embeddings_stay_close_to_fp32(model_dir: Path) -> None:
+    from service.preprocess import clip_window
+    from tests.conftest import CLIPS
+
+    h5 = model_dir / "WLASL20c_model.h5"
+    window = clip_window(CLIPS / "hello" / "handspeak.mp4")
+    embeddings = {}
+    for variant in ("fp32", "int8"):
+        settings = load_settings({"MODEL_PATH": str(h5), "ENCODER_VARIANT": variant}, env_file=None)
+        embeddings[variant] = ImageRecognizer(check_model_files(h5), settings).encode_core(window)
+    a, b = embeddings["fp32"], embeddings["int8"]
+    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cosine.min() > 0.8  # measured 0.90-0.95 on the fixture model

@@ -55,7 +55,9 @@ async def test_data_url_png_and_binary_frames_are_accepted(server: ServerProcess
 
 
 async def test_bad_frames_get_coded_errors_and_the_stream_goes_on(model_dir: Path, hello_jpegs: list[bytes]) -> None:
-    running = start_server(model_dir, WINDOW_SECONDS="0", EMBEDDINGS_PER_SECOND="0", ERRORS_PER_SECOND="1000")
+    running = start_server(
+        model_dir, WINDOW_SECONDS="0", EMBEDDINGS_PER_SECOND="0", ENCODER_VARIANT="fp32", ERRORS_PER_SECOND="1000"
+    )
     bad = [
         ({"image": base64.b64encode(b"garbage bytes").decode()}, "undecodable_image"),
         ({"image": base64.b64encode(hello_jpegs[0][:500]).decode()}, "undecodable_image"),

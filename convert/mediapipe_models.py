@@ -1,0 +1,231 @@
+"""MediaPipe hand/pose .tflite models -> ONNX for the landmark front end (service/landmarks.py).
+
+The .tflite files come out of the mediapipe 0.10.14 wheel, downloaded with `pip download --no-deps`
+(mediapipe itself is never installed into the serving/training venv: it pins protobuf<5, which
+TensorFlow 2.21 does not accept). Each model is converted with tf2onnx and checked against
+TensorFlow's TFLite interpreter on real frames of the shared clips; the per-output max |diff|, the
+wheel's SHA-256 and the licence go into model/landmarks/report.json.
+
+pose_detection.tflite is not converted (tf2onnx fails on one of its reshapes); the tracker runs
+pose landmarks on the whole letterboxed frame instead.
+
+    python -m convert.mediapipe_models [--out model/landmarks] [--wheel-dir /tmp/mp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+MEDIAPIPE_VERSION = "0.10.14"
+OPSET = 17
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CLIPS = ROOT.parent / "shared" / "data" / "clips"
+
+# ONNX file name -> (path inside the wheel, input side in pixels)
+MODELS: dict[str, tuple[str, int]] = {
+    "palm_detection_full.onnx": ("mediapipe/modules/palm_detection/palm_detection_full.tflite", 192),
+    "hand_landmark_full.onnx": ("mediapipe/modules/hand_landmark/hand_landmark_full.tflite", 224),
+    "pose_landmark_full.onnx": ("mediapipe/modules/pose_landmark/pose_landmark_full.tflite", 256),
+}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_wheel(wheel_dir: Path) -> Path:
+    """The cp311 manylinux x86_64 wheel (whatever this machine is), without dependencies."""
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    found = sorted(wheel_dir.glob(f"mediapipe-{MEDIAPIPE_VERSION}-cp311-*manylinux*x86_64*.whl"))
+    if not found:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                f"mediapipe=={MEDIAPIPE_VERSION}",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--platform",
+                "manylinux_2_17_x86_64",
+                "--python-version",
+                "311",
+                "-d",
+                str(wheel_dir),
+            ],
+            check=True,
+        )
+        found = sorted(wheel_dir.glob(f"mediapipe-{MEDIAPIPE_VERSION}-cp311-*manylinux*x86_64*.whl"))
+    if not found:
+        raise FileNotFoundError(f"no mediapipe {MEDIAPIPE_VERSION} wheel in {wheel_dir}")
+    return found[0]
+
+
+def wheel_licence(wheel: Path) -> dict[str, str]:
+    with zipfile.ZipFile(wheel) as archive:
+        meta_name = f"mediapipe-{MEDIAPIPE_VERSION}.dist-info/METADATA"
+        meta = archive.read(meta_name).decode("utf-8", "replace")
+        licence_text = archive.read(f"mediapipe-{MEDIAPIPE_VERSION}.dist-info/LICENSE").decode("utf-8", "replace")
+    declared = next((line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("License:")), "")
+    return {
+        "metadata_license": declared,
+        "license_file_first_line": licence_text.strip().splitlines()[0].strip() if licence_text.strip() else "",
+        "spdx": "Apache-2.0" if "Apache" in declared or "Apache License" in licence_text else "unknown",
+    }
+
+
+def letterbox(frame_bgr: np.ndarray, side: int) -> np.ndarray:
+    """RGB float32 [0, 1] NHWC batch of one, aspect kept, zero padding."""
+    h, w = frame_bgr.shape[:2]
+    scale = side / max(h, w)
+    nw, nh = round(w * scale), round(h * scale)
+    resized = cv2.resize(frame_bgr, (nw, nh), interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((side, side, 3), np.uint8)
+    top, left = (side - nh) // 2, (side - nw) // 2
+    canvas[top : top + nh, left : left + nw] = resized
+    rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
+    return (rgb.astype(np.float32) / 255.0)[None]
+
+
+def real_frames(clips_dir: Path, count: int = 8) -> list[np.ndarray]:
+    """Middle frames of `count` clips, one per gloss first."""
+    clips = sorted(clips_dir.glob("*/*.mp4"))
+    if not clips:
+        raise FileNotFoundError(f"no clips under {clips_dir}")
+    seen: set[str] = set()
+    chosen = [c for c in clips if not (c.parent.name in seen or seen.add(c.parent.name))][:count]  # type: ignore[func-returns-value]
+    frames: list[np.ndarray] = []
+    for clip in chosen:
+        cap = cv2.VideoCapture(str(clip))
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        cap.set(cv2.CAP_PROP_POS_FRAMES, max(0, n // 2))
+        ok, frame = cap.read()
+        cap.release()
+        if ok:
+            frames.append(frame)
+    return frames
+
+
+def hand_crops(frames: list[np.ndarray], side: int) -> list[np.ndarray]:
+    """For the hand model: the upper-centre part of each frame, where the hands are in these clips."""
+    out = []
+    for frame in frames:
+        h, w = frame.shape[:2]
+        s = min(h, w) // 2
+        y0, x0 = h // 4, (w - s) // 2
+        out.append(letterbox(frame[y0 : y0 + s, x0 : x0 + s], side))
+    return out
+
+
+def compare(tflite_path: Path, onnx_path: Path, inputs: list[np.ndarray]) -> dict[str, Any]:
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    interp = tf.lite.Interpreter(model_path=str(tflite_path))
+    interp.allocate_tensors()
+    in_detail = interp.get_input_details()[0]
+    out_details = interp.get_output_details()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    onnx_in = session.get_inputs()[0].name
+    onnx_outs = [o.name for o in session.get_outputs()]
+    per_output: dict[str, float] = {}
+    for batch in inputs:
+        interp.set_tensor(in_detail["index"], batch)
+        interp.invoke()
+        ref = {d["name"]: interp.get_tensor(d["index"]) for d in out_details}
+        got = dict(zip(onnx_outs, session.run(None, {onnx_in: batch}), strict=True))
+        for name, value in ref.items():
+            match = got.get(name)
+            if match is None:  # tf2onnx may append ':0'
+                match = next(v for k, v in got.items() if k.split(":")[0] == name)
+            diff = float(np.max(np.abs(match.astype(np.float64) - value.astype(np.float64))))
+            per_output[name] = max(per_output.get(name, 0.0), diff)
+    return {
+        "input": {"name": onnx_in, "shape": [int(x) for x in in_detail["shape"]]},
+        "outputs": {d["name"]: [int(x) for x in d["shape"]] for d in out_details},
+        "onnx_outputs": onnx_outs,
+        "max_abs_diff": per_output,
+        "frames": len(inputs),
+    }
+
+
+def convert_mediapipe(
+    out_dir: str | Path = "model/landmarks", wheel_dir: str | Path = "/tmp/mp", clips_dir: str | Path = DEFAULT_CLIPS
+) -> dict[str, Any]:
+    import tf2onnx
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    wheel = download_wheel(Path(wheel_dir))
+    extract = Path(wheel_dir) / "extracted"
+    with zipfile.ZipFile(wheel) as archive:
+        for member, _ in MODELS.values():
+            archive.extract(member, extract)
+    frames = real_frames(Path(clips_dir))
+    report: dict[str, Any] = {
+        "source": {
+            "package": f"mediapipe=={MEDIAPIPE_VERSION}",
+            "wheel": wheel.name,
+            "wheel_sha256": sha256_file(wheel),
+        },
+        "licence": wheel_licence(wheel),
+        "opset": OPSET,
+        "converter": f"tf2onnx {tf2onnx.__version__} (from_tflite)",
+        "check": f"ONNX Runtime vs tf.lite.Interpreter on {len(frames)} real frames from {Path(clips_dir).name}/*/*.mp4",
+        "skipped": {
+            "pose_detection.tflite": "tf2onnx fails on a reshape; pose landmarks run on the whole letterboxed frame"
+        },
+        "models": {},
+    }
+    for onnx_name, (member, side) in MODELS.items():
+        tflite_path = extract / member
+        onnx_path = out / onnx_name
+        tf2onnx.convert.from_tflite(str(tflite_path), opset=OPSET, output_path=str(onnx_path))
+        inputs = hand_crops(frames, side) if "hand" in onnx_name else [letterbox(f, side) for f in frames]
+        result = compare(tflite_path, onnx_path, inputs)
+        result.update(
+            {
+                "tflite": member,
+                "tflite_sha256": sha256_file(tflite_path),
+                "onnx_sha256": sha256_file(onnx_path),
+                "onnx_bytes": onnx_path.stat().st_size,
+            }
+        )
+        report["models"][onnx_name] = result
+        print(onnx_name, json.dumps(result["max_abs_diff"]), flush=True)
+    report_path = out / "report.json"
+    if report_path.exists():  # keep what the tracker benchmark wrote
+        old = json.loads(report_path.read_text())
+        for key in ("per_frame_cost_ms", "mediapipe_agreement", "detection_rates"):
+            if key in old:
+                report[key] = old[key]
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--out", default=str(ROOT / "model" / "landmarks"))
+    parser.add_argument("--wheel-dir", default="/tmp/mp")
+    parser.add_argument("--clips", default=str(DEFAULT_CLIPS))
+    args = parser.parse_args()
+    convert_mediapipe(args.out, args.wheel_dir, args.clips)
+
+
+if __name__ == "__main__":
+    main()

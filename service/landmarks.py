@@ -1,0 +1,560 @@
+"""Hand and pose landmarks per frame with ONNX Runtime: MediaPipe's hand-tracking graph, re-done in numpy.
+
+Models (converted by convert/mediapipe_models.py from the mediapipe 0.10.14 wheel, Apache-2.0):
+palm_detection_full.onnx, hand_landmark_full.onnx, pose_landmark_full.onnx in model/landmarks/.
+Serving needs only onnxruntime, numpy and OpenCV: no mediapipe, no TensorFlow.
+
+Per stream, `HandPoseTracker.process(frame_bgr)` does what MediaPipe Hands does in video mode:
+  * palm detection (192x192 letterbox, 2016 SSD anchors, weighted NMS) -> rotated hand ROI
+    (wrist -> middle-finger MCP to 90 degrees, x2.6, shift_y -0.5, square long side);
+  * hand landmarks on the ROI warped to 224x224 -> 21 landmarks projected back to the image,
+    presence and handedness; the next frame's ROI comes from these landmarks, so the palm detector
+    runs only while fewer than `max_hands` hands are tracked (and then at most every
+    `detect_every` frames once at least one hand is tracked);
+  * pose landmarks on the whole letterboxed 256x256 frame (no pose detector: the ONNX conversion of
+    pose_detection fails, and in these clips the signer fills the frame).
+It returns a fixed-size float32 vector (FEATURE_SIZE values, layout below), in image-normalised
+coordinates; `normalise_features` turns a clip's vectors into signer-normalised features.
+
+Handedness follows MediaPipe's convention for a NON-mirrored camera image: the model's "Left"
+score belongs to the signer's right hand. Slot 0 holds the signer's right hand, slot 1 the left.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+FloatArray = npt.NDArray[np.float32]
+ImageBGR = npt.NDArray[np.uint8]
+
+MODEL_DIR = Path(__file__).resolve().parents[1] / "model" / "landmarks"
+PALM_FILE = "palm_detection_full.onnx"
+HAND_FILE = "hand_landmark_full.onnx"
+POSE_FILE = "pose_landmark_full.onnx"
+
+PALM_SIZE = 192
+HAND_SIZE = 224
+POSE_SIZE = 256
+NUM_HAND_LANDMARKS = 21
+
+# Pose landmarks kept: nose, shoulders, elbows, wrists (MediaPipe pose indices).
+POSE_POINTS: tuple[int, ...] = (0, 11, 12, 13, 14, 15, 16)
+POSE_NAMES: tuple[str, ...] = ("nose", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow", "l_wrist", "r_wrist")
+
+# Feature layout (all float32):
+#   [0, 64)    slot 0 (signer's right hand): 21 x (x/W, y/H, z/W), then presence (0 or 1)
+#   [64, 128)  slot 1 (signer's left hand): same
+#   [128, 156) pose: 7 points (POSE_NAMES) x (x/W, y/H, z/W, visibility)
+#   [156]      pose presence score
+#   [157]      frame aspect W/H (to turn x/W, y/H back into square units)
+HAND_BLOCK = NUM_HAND_LANDMARKS * 3 + 1
+POSE_OFFSET = 2 * HAND_BLOCK
+POSE_BLOCK = len(POSE_POINTS) * 4
+POSE_PRESENCE = POSE_OFFSET + POSE_BLOCK
+ASPECT = POSE_PRESENCE + 1
+FEATURE_SIZE = ASPECT + 1
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rect:
+    """A rotated rectangle in image pixels (MediaPipe's NormalizedRect, un-normalised)."""
+
+    cx: float
+    cy: float
+    width: float
+    height: float
+    rotation: float  # radians, clockwise in image coordinates (y down), as in MediaPipe
+
+    def transformed(self, scale: float, shift_x: float, shift_y: float, square_long: bool) -> Rect:
+        """MediaPipe's RectTransformationCalculator, in pixels."""
+        cos, sin = math.cos(self.rotation), math.sin(self.rotation)
+        cx = self.cx + self.width * shift_x * cos - self.height * shift_y * sin
+        cy = self.cy + self.width * shift_x * sin + self.height * shift_y * cos
+        w, h = self.width, self.height
+        if square_long:
+            w = h = max(w, h)
+        return Rect(cx, cy, w * scale, h * scale, self.rotation)
+
+    def crop_to_image(self, side: int) -> npt.NDArray[np.float64]:
+        """2x3 affine matrix mapping crop pixels (side x side) to image pixels."""
+        cos, sin = math.cos(self.rotation), math.sin(self.rotation)
+        sx, sy = self.width / side, self.height / side
+        # image = centre + R @ diag(sx, sy) @ (crop - side/2)
+        a = np.array([[cos * sx, -sin * sy], [sin * sx, cos * sy]], dtype=np.float64)
+        t = np.array([self.cx, self.cy]) - a @ np.array([side / 2.0, side / 2.0])
+        return np.hstack([a, t[:, None]]).astype(np.float64)
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """Axis-aligned bounds (x0, y0, x1, y1) of the rotated rectangle."""
+        cos, sin = abs(math.cos(self.rotation)), abs(math.sin(self.rotation))
+        hw = (self.width * cos + self.height * sin) / 2.0
+        hh = (self.width * sin + self.height * cos) / 2.0
+        return self.cx - hw, self.cy - hh, self.cx + hw, self.cy + hh
+
+
+def normalize_radians(angle: float) -> float:
+    return angle - 2.0 * math.pi * math.floor((angle + math.pi) / (2.0 * math.pi))
+
+
+def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def letterbox_matrix(width: int, height: int, side: int) -> tuple[npt.NDArray[np.float64], float, float, float]:
+    """Affine image -> letterboxed square (aspect kept, centred, zero padding); scale and offsets."""
+    scale = side / max(width, height)
+    off_x = (side - width * scale) / 2.0
+    off_y = (side - height * scale) / 2.0
+    matrix = np.array([[scale, 0.0, off_x], [0.0, scale, off_y]], dtype=np.float64)
+    return matrix, scale, off_x, off_y
+
+
+def to_input(image_bgr: ImageBGR) -> FloatArray:
+    """BGR uint8 crop -> RGB float32 [0, 1] NHWC batch of one."""
+    rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
+    return (rgb.astype(np.float32) * np.float32(1.0 / 255.0))[None]
+
+
+# --------------------------------------------------------------------------------------------
+# Palm detection: anchors, decoding, weighted NMS
+# --------------------------------------------------------------------------------------------
+
+
+def palm_anchors(
+    input_size: int = PALM_SIZE,
+    strides: tuple[int, ...] = (8, 16, 16, 16),
+    min_scale: float = 0.1484375,
+    max_scale: float = 0.75,
+    anchor_offset: float = 0.5,
+) -> FloatArray:
+    """MediaPipe SsdAnchorsCalculator with palm_detection_full's options: (2016, 2) centres.
+
+    fixed_anchor_size is set, so every anchor is 1x1 and only the centres matter; each layer has
+    aspect ratio 1.0 plus the interpolated scale (2 anchors), layers with the same stride share a grid.
+    """
+    del min_scale, max_scale  # the scales only size the anchors, and fixed_anchor_size discards them
+    centres: list[tuple[float, float]] = []
+    layer = 0
+    while layer < len(strides):
+        same = 0
+        while layer + same < len(strides) and strides[layer + same] == strides[layer]:
+            same += 1
+        per_cell = 2 * same
+        grid = math.ceil(input_size / strides[layer])
+        for y in range(grid):
+            for x in range(grid):
+                centre = ((x + anchor_offset) / grid, (y + anchor_offset) / grid)
+                centres.extend([centre] * per_cell)
+        layer += same
+    return np.asarray(centres, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class PalmDetection:
+    """In letterbox-normalised coordinates: box (xmin, ymin, xmax, ymax), 7 keypoints (7, 2)."""
+
+    score: float
+    box: tuple[float, float, float, float]
+    keypoints: FloatArray
+
+
+def decode_palms(
+    raw_boxes: FloatArray,
+    raw_scores: FloatArray,
+    anchors: FloatArray,
+    min_score: float,
+    scale: float = float(PALM_SIZE),
+) -> list[PalmDetection]:
+    """TensorsToDetectionsCalculator (sigmoid scores, clipping 100) + weighted NMS (IoU 0.3)."""
+    logits = np.clip(raw_scores.reshape(-1).astype(np.float64), -100.0, 100.0)
+    scores = 1.0 / (1.0 + np.exp(-logits))
+    keep = np.nonzero(scores >= min_score)[0]
+    if keep.size == 0:
+        return []
+    raw = raw_boxes.reshape(-1, 18)[keep].astype(np.float64)
+    anc = anchors[keep].astype(np.float64)
+    cx = raw[:, 0] / scale + anc[:, 0]
+    cy = raw[:, 1] / scale + anc[:, 1]
+    w = raw[:, 2] / scale
+    h = raw[:, 3] / scale
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    kps = raw[:, 4:].reshape(-1, 7, 2) / scale + anc[:, None, :]
+    return weighted_nms(boxes, kps, scores[keep], threshold=0.3)
+
+
+def weighted_nms(
+    boxes: npt.NDArray[np.float64],
+    keypoints: npt.NDArray[np.float64],
+    scores: npt.NDArray[np.float64],
+    threshold: float,
+) -> list[PalmDetection]:
+    order = [int(i) for i in np.argsort(-scores, kind="stable")]
+    out: list[PalmDetection] = []
+    while order:
+        top = order[0]
+        top_box = (float(boxes[top, 0]), float(boxes[top, 1]), float(boxes[top, 2]), float(boxes[top, 3]))
+        members: list[int] = []
+        rest: list[int] = []
+        for idx in order:
+            b = (float(boxes[idx, 0]), float(boxes[idx, 1]), float(boxes[idx, 2]), float(boxes[idx, 3]))
+            (members if iou(top_box, b) > threshold else rest).append(int(idx))
+        weights = scores[members][:, None]
+        total = float(weights.sum())
+        box = (boxes[members] * weights).sum(axis=0) / total
+        kps = (keypoints[members] * weights[:, :, None]).sum(axis=0) / total
+        out.append(
+            PalmDetection(
+                float(scores[top]), (float(box[0]), float(box[1]), float(box[2]), float(box[3])), kps.astype(np.float32)
+            )
+        )
+        order = rest
+    return out
+
+
+def palm_to_rect(det: PalmDetection, scale: float, off_x: float, off_y: float) -> Rect:
+    """Detection (letterbox-normalised) -> hand ROI in image pixels (DetectionsToRects + RectTransformation)."""
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return (x * PALM_SIZE - off_x) / scale, (y * PALM_SIZE - off_y) / scale
+
+    x0, y0 = px(det.box[0], det.box[1])
+    x1, y1 = px(det.box[2], det.box[3])
+    wx, wy = px(float(det.keypoints[0, 0]), float(det.keypoints[0, 1]))
+    mx, my = px(float(det.keypoints[2, 0]), float(det.keypoints[2, 1]))
+    rotation = normalize_radians(math.pi / 2 - math.atan2(-(my - wy), mx - wx))
+    rect = Rect((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, rotation)
+    return rect.transformed(scale=2.6, shift_x=0.0, shift_y=-0.5, square_long=True)
+
+
+# Landmarks MediaPipe uses for the next-frame hand ROI: wrist, thumb CMC/MCP/IP, and MCP+PIP of each finger.
+_ROI_LANDMARKS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
+
+
+def landmarks_to_rect(points: FloatArray) -> Rect:
+    """HandLandmarksToRectCalculator + RectTransformation(scale 2.0, shift_y -0.1, square long), in pixels."""
+    p = points[list(_ROI_LANDMARKS), :2].astype(np.float64)
+    x0, y0 = p[0]
+    mid_x = ((points[5, 0] + points[13, 0]) / 2.0 + points[9, 0]) / 2.0
+    mid_y = ((points[5, 1] + points[13, 1]) / 2.0 + points[9, 1]) / 2.0
+    rotation = normalize_radians(math.pi / 2 - math.atan2(-(float(mid_y) - y0), float(mid_x) - x0))
+    centre = (p.min(axis=0) + p.max(axis=0)) / 2.0
+    reverse = -rotation
+    rot = np.array([[math.cos(reverse), -math.sin(reverse)], [math.sin(reverse), math.cos(reverse)]])
+    projected = (p - centre) @ rot.T
+    lo, hi = projected.min(axis=0), projected.max(axis=0)
+    pc = (lo + hi) / 2.0
+    forward = np.array([[math.cos(rotation), -math.sin(rotation)], [math.sin(rotation), math.cos(rotation)]])
+    c = forward @ pc + centre
+    size = hi - lo
+    rect = Rect(float(c[0]), float(c[1]), float(size[0]), float(size[1]), rotation)
+    return rect.transformed(scale=2.0, shift_x=0.0, shift_y=-0.1, square_long=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Models and tracker
+# --------------------------------------------------------------------------------------------
+
+
+class LandmarkModels:
+    """The three ONNX sessions; share one instance between streams."""
+
+    def __init__(self, model_dir: Path | str = MODEL_DIR, threads: int = 1) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        directory = Path(model_dir)
+        providers = ["CPUExecutionProvider"]
+        self.palm = ort.InferenceSession(str(directory / PALM_FILE), sess_options=options, providers=providers)
+        self.hand = ort.InferenceSession(str(directory / HAND_FILE), sess_options=options, providers=providers)
+        self.pose = ort.InferenceSession(str(directory / POSE_FILE), sess_options=options, providers=providers)
+        self.anchors = palm_anchors()
+
+    def run_palm(self, batch: FloatArray) -> tuple[FloatArray, FloatArray]:
+        boxes, scores = self.palm.run(None, {self.palm.get_inputs()[0].name: batch})
+        return np.asarray(boxes, np.float32), np.asarray(scores, np.float32)
+
+    def run_hand(self, batch: FloatArray) -> tuple[FloatArray, float, float]:
+        landmarks, presence, handedness, _world = self.hand.run(None, {self.hand.get_inputs()[0].name: batch})
+        return (
+            np.asarray(landmarks, np.float32).reshape(NUM_HAND_LANDMARKS, 3),
+            float(np.asarray(presence).reshape(-1)[0]),
+            float(np.asarray(handedness).reshape(-1)[0]),
+        )
+
+    def run_pose(self, batch: FloatArray) -> tuple[FloatArray, float]:
+        outputs = self.pose.run(None, {self.pose.get_inputs()[0].name: batch})
+        return np.asarray(outputs[0], np.float32).reshape(39, 5), float(np.asarray(outputs[1]).reshape(-1)[0])
+
+
+@dataclass
+class Hand:
+    """One hand found in a frame: landmarks in image pixels (x, y, z scaled like x)."""
+
+    landmarks: FloatArray
+    presence: float
+    handedness: float  # MediaPipe's raw score: > 0.5 = model's "Left" = signer's right hand (non-mirrored image)
+    roi: Rect  # the ROI the landmarks were computed in
+    from_detection: bool
+
+
+@dataclass
+class FrameResult:
+    hands: list[Hand]
+    pose: FloatArray | None  # (33, 4): x, y (pixels), z (pixel-scaled), visibility
+    pose_presence: float
+    features: FloatArray
+
+
+@dataclass
+class TrackerStats:
+    frames: int = 0
+    palm_calls: int = 0
+    hand_calls: int = 0
+    pose_calls: int = 0
+    palm_ms: float = 0.0
+    hand_ms: float = 0.0
+    pose_ms: float = 0.0
+    total_ms: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class HandPoseTracker:
+    """Per-stream hand and pose tracking (create one per stream; models can be shared)."""
+
+    def __init__(
+        self,
+        models: LandmarkModels,
+        *,
+        max_hands: int = 2,
+        min_detection_score: float = 0.3,
+        min_presence: float = 0.5,
+        detect_every: int = 5,
+        track: bool = True,
+        run_pose: bool = True,
+    ) -> None:
+        self.models = models
+        self.max_hands = max_hands
+        self.min_detection_score = min_detection_score
+        self.min_presence = min_presence
+        self.detect_every = max(1, detect_every)
+        self.track = track
+        self.run_pose_model = run_pose
+        self.stats = TrackerStats()
+        self._rois: list[Rect] = []
+        self._since_detect = 0
+
+    def reset(self) -> None:
+        self._rois = []
+        self._since_detect = 0
+
+    # -- model steps ---------------------------------------------------------------------------
+
+    def detect_palms(self, frame: ImageBGR) -> list[Rect]:
+        h, w = frame.shape[:2]
+        matrix, scale, off_x, off_y = letterbox_matrix(w, h, PALM_SIZE)
+        crop = cv2.warpAffine(
+            frame,
+            matrix,
+            (PALM_SIZE, PALM_SIZE),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(0, 0, 0),
+        )
+        start = time.perf_counter()
+        raw_boxes, raw_scores = self.models.run_palm(to_input(np.asarray(crop, np.uint8)))
+        detections = decode_palms(raw_boxes, raw_scores, self.models.anchors, self.min_detection_score)
+        self.stats.palm_calls += 1
+        self.stats.palm_ms += (time.perf_counter() - start) * 1000.0
+        return [palm_to_rect(d, scale, off_x, off_y) for d in detections[: max(self.max_hands * 2, 2)]]
+
+    def hand_landmarks(self, frame: ImageBGR, roi: Rect, from_detection: bool) -> Hand:
+        matrix = roi.crop_to_image(HAND_SIZE)
+        start = time.perf_counter()
+        crop = cv2.warpAffine(
+            frame,
+            matrix,
+            (HAND_SIZE, HAND_SIZE),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        raw, presence, handedness = self.models.run_hand(to_input(np.asarray(crop, np.uint8)))
+        self.stats.hand_calls += 1
+        self.stats.hand_ms += (time.perf_counter() - start) * 1000.0
+        xy = raw[:, :2].astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]
+        z = raw[:, 2:3].astype(np.float64) * (roi.width / HAND_SIZE)
+        points = np.hstack([xy, z]).astype(np.float32)
+        return Hand(points, presence, handedness, roi, from_detection)
+
+    def pose_landmarks(self, frame: ImageBGR) -> tuple[FloatArray, float]:
+        h, w = frame.shape[:2]
+        matrix, scale, off_x, off_y = letterbox_matrix(w, h, POSE_SIZE)
+        start = time.perf_counter()
+        crop = cv2.warpAffine(
+            frame,
+            matrix,
+            (POSE_SIZE, POSE_SIZE),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(0, 0, 0),
+        )
+        raw, presence = self.models.run_pose(to_input(np.asarray(crop, np.uint8)))
+        self.stats.pose_calls += 1
+        self.stats.pose_ms += (time.perf_counter() - start) * 1000.0
+        pts = raw[:33].astype(np.float64)
+        out = np.empty((33, 4), np.float32)
+        out[:, 0] = (pts[:, 0] - off_x) / scale
+        out[:, 1] = (pts[:, 1] - off_y) / scale
+        out[:, 2] = pts[:, 2] / scale
+        out[:, 3] = 1.0 / (1.0 + np.exp(-np.clip(pts[:, 3], -50, 50)))
+        return out, presence
+
+    # -- per frame -----------------------------------------------------------------------------
+
+    def process(self, frame: ImageBGR) -> FrameResult:
+        start = time.perf_counter()
+        hands: list[Hand] = []
+        if self.track:
+            for roi in self._rois:
+                hand = self.hand_landmarks(frame, roi, from_detection=False)
+                if hand.presence >= self.min_presence:
+                    hands.append(hand)
+        self._since_detect += 1
+        need = len(hands) < self.max_hands
+        if need and (not hands or self._since_detect >= self.detect_every or not self.track):
+            self._since_detect = 0
+            for roi in self.detect_palms(frame):
+                if len(hands) >= self.max_hands:
+                    break
+                if any(iou(roi.bounds(), landmarks_to_rect(h.landmarks).bounds()) > 0.5 for h in hands):
+                    continue
+                hand = self.hand_landmarks(frame, roi, from_detection=True)
+                if hand.presence < self.min_presence:
+                    continue
+                new_bounds = landmarks_to_rect(hand.landmarks).bounds()
+                if any(iou(new_bounds, landmarks_to_rect(h.landmarks).bounds()) > 0.5 for h in hands):
+                    continue
+                hands.append(hand)
+        self._rois = [landmarks_to_rect(h.landmarks) for h in hands] if self.track else []
+        pose: FloatArray | None = None
+        pose_presence = 0.0
+        if self.run_pose_model:
+            pose, pose_presence = self.pose_landmarks(frame)
+        h, w = frame.shape[:2]
+        features = frame_features(hands, pose, pose_presence, w, h)
+        self.stats.frames += 1
+        self.stats.total_ms += (time.perf_counter() - start) * 1000.0
+        return FrameResult(hands, pose, pose_presence, features)
+
+
+def assign_slots(hands: list[Hand]) -> list[Hand | None]:
+    """Slot 0 = signer's right hand (handedness > 0.5), slot 1 = left; a clash goes by the more confident."""
+    slots: list[Hand | None] = [None, None]
+    for hand in sorted(hands, key=lambda h: -abs(h.handedness - 0.5)):
+        want = 0 if hand.handedness > 0.5 else 1
+        if slots[want] is None:
+            slots[want] = hand
+        elif slots[1 - want] is None:
+            slots[1 - want] = hand
+    return slots
+
+
+def frame_features(
+    hands: list[Hand], pose: FloatArray | None, pose_presence: float, width: int, height: int
+) -> FloatArray:
+    out = np.zeros(FEATURE_SIZE, np.float32)
+    scale = np.array([width, height, width], np.float32)
+    for slot, hand in enumerate(assign_slots(hands)):
+        if hand is None:
+            continue
+        base = slot * HAND_BLOCK
+        out[base : base + 63] = (hand.landmarks / scale).reshape(-1)
+        out[base + 63] = 1.0
+    if pose is not None:
+        pts = pose[list(POSE_POINTS)]
+        block = np.concatenate([pts[:, :3] / scale, pts[:, 3:4]], axis=1)
+        out[POSE_OFFSET : POSE_OFFSET + POSE_BLOCK] = block.reshape(-1)
+        out[POSE_PRESENCE] = pose_presence
+    out[ASPECT] = width / max(height, 1)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Signer normalisation (pure)
+# --------------------------------------------------------------------------------------------
+
+NORMALISED_SIZE = 2 * HAND_BLOCK + len(POSE_POINTS) * 3
+
+
+def normalise_features(frames_landmarks: npt.ArrayLike, mirror_left_dominant: bool = True) -> FloatArray:
+    """(T, FEATURE_SIZE) raw vectors of one clip -> (T, NORMALISED_SIZE) signer-normalised features.
+
+    x, y, z are put in square units (x * aspect), centred on the shoulder midpoint and divided by the
+    shoulder width (medians over the frames where both shoulders are visible; fallbacks: the frame
+    centre and a third of the frame height). When the left hand is present more often / moves more
+    than the right (a left-dominant signer), x is mirrored and the hand slots and pose sides swapped,
+    so the dominant hand is always slot 0. Missing hands stay zero with presence 0.
+    Layout: 2 x (21 x 3 + presence), then 7 pose points x (x, y, visibility).
+    """
+    raw = np.asarray(frames_landmarks, dtype=np.float32)
+    if raw.ndim != 2 or raw.shape[1] != FEATURE_SIZE:
+        raise ValueError(f"expected (T, {FEATURE_SIZE}), got {raw.shape}")
+    t = raw.shape[0]
+    aspect = float(np.median(raw[:, ASPECT])) if t else 1.0
+    sq = np.array([aspect, 1.0, aspect], np.float32)
+    hands = raw[:, : 2 * HAND_BLOCK].reshape(t, 2, HAND_BLOCK)
+    hand_xyz = hands[:, :, :63].reshape(t, 2, 21, 3) * sq
+    presence = hands[:, :, 63]
+    pose = raw[:, POSE_OFFSET : POSE_OFFSET + POSE_BLOCK].reshape(t, len(POSE_POINTS), 4)
+    pose_xyz = pose[:, :, :3] * sq
+    vis = pose[:, :, 3]
+    shoulders_ok = (vis[:, 1] > 0.5) & (vis[:, 2] > 0.5) & (raw[:, POSE_PRESENCE] > 0.5)
+    if shoulders_ok.any():
+        mid = np.median((pose_xyz[shoulders_ok, 1, :2] + pose_xyz[shoulders_ok, 2, :2]) / 2.0, axis=0)
+        width = float(np.median(np.linalg.norm(pose_xyz[shoulders_ok, 1, :2] - pose_xyz[shoulders_ok, 2, :2], axis=1)))
+    else:
+        mid = np.array([aspect / 2.0, 0.5], np.float32)
+        width = 1.0 / 3.0
+    width = max(width, 1e-3)
+    centre = np.array([mid[0], mid[1], 0.0], np.float32)
+    hand_n = (hand_xyz - centre) / width
+    pose_n = (pose_xyz - centre) / width
+    mirror = False
+    if mirror_left_dominant:
+
+        def activity(slot: int) -> float:
+            present = presence[:, slot] > 0.5
+            if present.sum() < 2:
+                return float(present.sum())
+            wrist = hand_n[present, slot, 0, :2]
+            return float(present.sum()) + float(np.linalg.norm(np.diff(wrist, axis=0), axis=1).sum())
+
+        mirror = activity(1) > activity(0)
+    if mirror:
+        hand_n = hand_n[:, ::-1].copy()
+        presence = presence[:, ::-1].copy()
+        hand_n[..., 0] *= -1.0
+        swap = [0, 2, 1, 4, 3, 6, 5]
+        pose_n = pose_n[:, swap].copy()
+        vis = vis[:, swap].copy()
+        pose_n[..., 0] *= -1.0
+    hand_n = np.where(presence[:, :, None, None] > 0.5, hand_n, 0.0)
+    hand_block = np.concatenate([hand_n.reshape(t, 2, 63), presence[:, :, None]], axis=2).reshape(t, -1)
+    pose_block = np.concatenate([pose_n[:, :, :2], vis[:, :, None]], axis=2).reshape(t, -1)
+    return np.concatenate([hand_block, pose_block], axis=1).astype(np.float32)
