@@ -119,12 +119,24 @@ def convert(
     parity["clips"] = clip_names
 
     progress("quantising the encoder to int8 (calibrated on real frames) and measuring it")
-    from convert.quantize import INT8_FILE, measure_variant, quantize_encoder
+    import onnxruntime as ort
+
+    from convert.quantize import FP16_FILE, INT8_FILE, fp16_encoder, measure_variant, quantize_encoder
 
     calibration, _ = real_windows(clips, max_clips=24, skip=len(clip_names))
     quantize_encoder(files["encoder"], calibration.reshape(-1, *calibration.shape[2:])[::2], out / INT8_FILE)
     check_windows, _ = real_windows(clips, max_clips=48)
     int8 = measure_variant(files["encoder"], out / INT8_FILE, files["head"], check_windows)
+    progress("converting the encoder to fp16 (for CUDA) and measuring it")
+    fp16_encoder(files["encoder"], out / FP16_FILE)
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    fp16 = measure_variant(
+        files["encoder"], out / FP16_FILE, files["head"], check_windows,
+        provider="CUDAExecutionProvider" if cuda else "CPUExecutionProvider",
+    )  # fmt: skip
+    if not cuda:  # agreement is measured; its speed only means something on CUDA
+        fp16["qualifies"] = False
+        fp16["note"] = "no CUDA on the converting machine: speed measured on CPU, not a CUDA number"
 
     (out / LABELS_FILE).write_text(json.dumps({str(i): g for i, g in enumerate(LABELS)}, indent=1) + "\n")
     report = {
@@ -137,7 +149,10 @@ def convert(
             name: {"file": p.name, "sha256": sha256_of(p), "bytes": p.stat().st_size} for name, p in files.items()
         },
         "parity": parity,
-        "variants": {"int8": {**int8, "sha256": sha256_of(out / INT8_FILE)}},
+        "variants": {
+            "int8": {**int8, "sha256": sha256_of(out / INT8_FILE)},
+            "fp16": {**fp16, "sha256": sha256_of(out / FP16_FILE)},
+        },
     }
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     progress(f"wrote {', '.join(p.name for p in files.values())}, {LABELS_FILE}, {REPORT_FILE} to {out}")

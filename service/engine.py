@@ -103,12 +103,15 @@ def check_model_files(h5: Path) -> ModelFiles:
 
 
 def choose_encoder_variant(files: ModelFiles, requested: str, provider: str) -> str:
-    """`auto`: the int8 encoder on CPU where the conversion report says it qualifies (measured
-    top-1 agreement with fp32 of at least 98% and faster), else fp32."""
+    """`auto`: the variant measured for this provider (int8 for CPU, fp16 for CUDA) where the
+    conversion report says it qualifies (top-1 agreement with fp32 of at least 98%, and faster on
+    that provider), else fp32."""
     if requested != "auto":
         return requested
-    int8 = files.conversion.get("variants", {}).get("int8", {})
-    return "int8" if provider == "CPUExecutionProvider" and int8.get("qualifies") else "fp32"
+    for name, variant in files.conversion.get("variants", {}).items():
+        if variant.get("provider") == provider and variant.get("qualifies"):
+            return str(name)
+    return "fp32"
 
 
 def load_labels(path: Path) -> list[str]:

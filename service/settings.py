@@ -117,7 +117,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SOCKETIO_PING_TIMEOUT": ("ping_timeout", _positive(float)),
     "SOCKETIO_PING_INTERVAL": ("ping_interval", _positive(float)),
     "EXECUTION_PROVIDER": ("execution_provider", _choice(PROVIDERS)),
-    "ENCODER_VARIANT": ("encoder_variant", _choice(("auto", "fp32", "int8"))),
+    "ENCODER_VARIANT": ("encoder_variant", _choice(("auto", "fp32", "int8", "fp16"))),
     "PREDICTION_THRESHOLD": ("threshold", _probability),
     "WINDOW_SECONDS": ("window_seconds", _non_negative_float),
     "EMBEDDINGS_PER_SECOND": ("embeddings_per_second", _non_negative_float),

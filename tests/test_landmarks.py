@@ -1,0 +1,168 @@
+"""service/landmarks.py: the ONNX hand/pose front end against MediaPipe itself and on real clips.
+
+The reference (tests/data/mediapipe_hands_reference.npz) was made by training/mediapipe_reference.py
+with mediapipe 0.10.14 (solutions.hands, video mode, model_complexity=1) in a separate venv; these
+tests never import mediapipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.landmarks import (
+    FEATURE_SIZE,
+    MODEL_DIR,
+    NORMALISED_SIZE,
+    POSE_OFFSET,
+    POSE_PRESENCE,
+    HandPoseTracker,
+    LandmarkModels,
+    normalise_features,
+    palm_anchors,
+)
+from service.preprocess import iter_clip_frames
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIPS = ROOT.parent / "shared" / "data" / "clips"
+REFERENCE = Path(__file__).parent / "data" / "mediapipe_hands_reference.npz"
+
+# Measured (see model/landmarks/report.json "mediapipe_agreement"): median of the per-hand mean landmark
+# error 0.10-0.28 px, 90th percentile <= 2 px, all MediaPipe hands matched, frame detection rates within 0.03.
+MAX_MEDIAN_PX = 1.0
+MAX_P90_PX = 6.0
+MIN_RECALL = 0.97
+MAX_RATE_DIFF = 0.06
+
+
+def need_clips() -> None:
+    if not CLIPS.is_dir():
+        pytest.skip(f"no clips at {CLIPS}")
+
+
+@pytest.fixture(scope="module")
+def models() -> LandmarkModels:
+    return LandmarkModels(threads=2)
+
+
+def compare_with_reference(models: LandmarkModels, key: str) -> dict[str, float]:
+    """Run the tracker as MediaPipe Hands is configured (score 0.5, detector every frame while < 2 hands)."""
+    ref = np.load(REFERENCE)
+    landmarks = ref[f"{key}/landmarks"].astype(np.float32)
+    present = ref[f"{key}/present"]
+    width = float(ref[f"{key}/size"][0])
+    tracker = HandPoseTracker(models, min_detection_score=0.5, detect_every=1, run_pose=False)
+    errors: list[float] = []
+    matched = 0
+    ours_any: list[bool] = []
+    for i, frame in enumerate(iter_clip_frames(CLIPS / f"{key}.mp4")):
+        result = tracker.process(frame)
+        ours_any.append(bool(result.hands))
+        for j in range(2):
+            if not present[i, j] or not result.hands:
+                continue
+            dists = [
+                float(np.linalg.norm(h.landmarks[:, :2] - landmarks[i, j, :, :2], axis=1).mean()) for h in result.hands
+            ]
+            best = min(dists)
+            if best < 0.05 * width:
+                matched += 1
+                errors.append(best)
+    return {
+        "mediapipe_hands": int(present.sum()),
+        "recall": matched / max(1, int(present.sum())),
+        "median_px": float(np.median(errors)) if errors else float("inf"),
+        "p90_px": float(np.percentile(errors, 90)) if errors else float("inf"),
+        "mean_px": float(np.mean(errors)) if errors else float("inf"),
+        "mediapipe_frame_rate": float(present.any(axis=1).mean()),
+        "ours_frame_rate": float(np.mean(ours_any)),
+        "frame_width": width,
+    }
+
+
+def test_anchors_match_mediapipe_palm_options() -> None:
+    anchors = palm_anchors()
+    assert anchors.shape == (2016, 2)
+    np.testing.assert_allclose(anchors[0], [0.5 / 24, 0.5 / 24])
+    np.testing.assert_allclose(anchors[1], [0.5 / 24, 0.5 / 24])  # 2 anchors per cell at stride 8
+    np.testing.assert_allclose(anchors[2], [1.5 / 24, 0.5 / 24])
+    np.testing.assert_allclose(anchors[1152], [0.5 / 12, 0.5 / 12])  # stride-16 grid, 6 per cell
+    np.testing.assert_allclose(anchors[-1], [11.5 / 12, 11.5 / 12])
+
+
+def test_onnx_files_are_the_reported_conversion() -> None:
+    report = json.loads((MODEL_DIR / "report.json").read_text())
+    assert report["licence"]["spdx"] == "Apache-2.0"
+    for name, entry in report["models"].items():
+        digest = hashlib.sha256((MODEL_DIR / name).read_bytes()).hexdigest()
+        assert digest == entry["onnx_sha256"], name
+        assert entry["max_abs_diff"]["Identity"] < 0.01, name  # landmarks / boxes in input pixels
+
+
+@pytest.mark.parametrize("key", ["hello/thkazi", "drink/handspeak", "hello/kirichovka"])
+def test_agrees_with_mediapipe_hands(models: LandmarkModels, key: str) -> None:
+    need_clips()
+    stats = compare_with_reference(models, key)
+    print(key, json.dumps(stats))
+    assert stats["recall"] >= MIN_RECALL, stats
+    assert stats["median_px"] <= MAX_MEDIAN_PX, stats
+    assert stats["p90_px"] <= MAX_P90_PX, stats
+    assert abs(stats["ours_frame_rate"] - stats["mediapipe_frame_rate"]) <= MAX_RATE_DIFF, stats
+
+
+def test_finds_hand_near_face(models: LandmarkModels) -> None:
+    """drink/handspeak: the hand is at the mouth in frames 24-38 (the case Holistic missed)."""
+    need_clips()
+    tracker = HandPoseTracker(models, run_pose=False)
+    found = []
+    for i, frame in enumerate(iter_clip_frames(CLIPS / "drink" / "handspeak.mp4")):
+        result = tracker.process(frame)
+        if 24 <= i <= 38:
+            found.append(bool(result.hands))
+            if result.hands:
+                wrist = result.hands[0].landmarks[0]
+                assert 0 <= wrist[0] < frame.shape[1] and 0 <= wrist[1] < frame.shape[0]
+    assert np.mean(found) >= 0.9, found
+
+
+def test_tracking_reduces_detector_calls(models: LandmarkModels) -> None:
+    need_clips()
+    frames = list(iter_clip_frames(CLIPS / "hello" / "thkazi.mp4"))[:40]
+    counts = {}
+    found = {}
+    for track in (True, False):
+        tracker = HandPoseTracker(models, track=track, run_pose=False)
+        found[track] = sum(len(tracker.process(f).hands) for f in frames)
+        counts[track] = tracker.stats.palm_calls
+    assert counts[False] == len(frames)
+    assert counts[True] <= len(frames) // 3, counts
+    assert found[True] >= 0.9 * found[False], found  # the 2nd hand can wait up to detect_every frames
+
+
+def test_features_and_normalisation(models: LandmarkModels) -> None:
+    need_clips()
+    tracker = HandPoseTracker(models)
+    frames = list(iter_clip_frames(CLIPS / "hello" / "thkazi.mp4"))[:12]
+    raw = np.stack([tracker.process(f).features for f in frames])
+    assert raw.shape == (12, FEATURE_SIZE) and raw.dtype == np.float32
+    assert (raw[:, POSE_PRESENCE] > 0.5).all()
+    shoulders = raw[:, POSE_OFFSET + 4 : POSE_OFFSET + 12].reshape(12, 2, 4)
+    assert (shoulders[:, :, 3] > 0.5).all()  # both shoulders visible
+    norm = normalise_features(raw)
+    assert norm.shape == (12, NORMALISED_SIZE) and np.isfinite(norm).all()
+    pose = norm[:, 128:].reshape(12, 7, 3)
+    width = np.linalg.norm(pose[:, 1, :2] - pose[:, 2, :2], axis=1)
+    assert abs(float(np.median(width)) - 1.0) < 0.05
+    mid = (pose[:, 1, :2] + pose[:, 2, :2]) / 2
+    assert np.abs(np.median(mid, axis=0)).max() < 0.05
+    # a left-dominant signer (the frame mirrored) normalises to nearly the same features
+    mirrored = np.stack([tracker.process(f[:, ::-1].copy()).features for f in frames])
+    norm_m = normalise_features(mirrored)
+    hands_present = (norm[:, 63] > 0.5) & (norm_m[:, 63] > 0.5)
+    assert hands_present.sum() >= 6
+    diff = np.abs(norm[hands_present, :63] - norm_m[hands_present, :63]).reshape(-1, 21, 3)[:, :, :2]
+    assert float(np.median(diff)) < 0.1, float(np.median(diff))
