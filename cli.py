@@ -174,9 +174,14 @@ def loadtest(
     binary: Annotated[bool, typer.Option(help="Send raw JPEG bytes instead of base64.")] = False,
     find_capacity: Annotated[bool, typer.Option(help="Raise clients until p95 > 100 ms or a loss.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a latency/throughput chart (PNG) here.")] = None,
+    results: Annotated[Path | None, typer.Option(help="Write a markdown report (benchmarks/RESULTS.md).")] = None,
 ) -> None:
     """Stream real clip frames from N Socket.IO clients and measure frame -> prediction latency."""
+    import urllib.request
+
     from benchmarks.loadgen import browser_jpegs, run_load
+    from benchmarks.report import plot_runs, results_markdown
 
     if transport not in ("websocket", "polling"):
         _fail("--transport must be websocket or polling")
@@ -202,6 +207,12 @@ def loadtest(
         typer.echo(f"capacity: {output['capacity']} clients at {fps} fps (p95 < 100 ms, no lost replies)")
     if json_out:
         json_out.write_text(json.dumps(output, indent=1) + "\n")
+    if plot:
+        plot_runs(runs, plot)
+    if results:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=10) as response:
+            health = json.load(response)
+        results.write_text(results_markdown(output, "signstream " + " ".join(sys.argv[1:]), health))
 
 
 def _held(run: dict[str, Any]) -> bool:
