@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import platform
 import subprocess
@@ -41,7 +42,7 @@ def _panel(series: dict[str, list[tuple[float, float]]], title: str, size: tuple
     for i, (name, points) in enumerate(series.items()):
         colour = COLOURS[i % len(COLOURS)]
         pixels = [at(x, y) for x, y in sorted(points)]
-        for a, b in zip(pixels, pixels[1:], strict=False):
+        for a, b in itertools.pairwise(pixels):
             cv2.line(image, a, b, colour, 2, cv2.LINE_AA)
         for p in pixels:
             cv2.circle(image, p, 3, colour, -1)
