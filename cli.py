@@ -163,6 +163,14 @@ def evaluate(
         confusion_png(report, recognizer.labels, plot)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def train(ctx: typer.Context) -> None:
+    """Rebuild the shipped model from data/ (needs the convert extra); options: `train --help`."""
+    from training.train import main as train_main
+
+    train_main(ctx.args)
+
+
 @app.command()
 def loadtest(
     video: Annotated[Path, typer.Option(help="A clip, or a folder of clips, to stream.")],
