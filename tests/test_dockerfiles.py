@@ -16,7 +16,7 @@ README = (ROOT / "README.md").read_text()
 @pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.gpu"])
 def test_dockerfile_matches_the_readme(name: str) -> None:
     text = (ROOT / name).read_text()
-    cmd = re.search(r'^CMD \[(.*)\]$', text, re.M)
+    cmd = re.search(r"^CMD \[(.*)\]$", text, re.M)
     assert cmd is not None
     command = " ".join(part.strip().strip('"') for part in cmd.group(1).split(","))
     assert command.startswith("signstream serve")
