@@ -11,12 +11,14 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import socketio
 from litestar import Litestar, get
 from litestar.config.cors import CORSConfig
 from litestar.response import Response
+from litestar.static_files import create_static_files_router
 
 from service import __version__
 from service.engine import ModelError, Recognizer, load_recognizer
@@ -27,6 +29,9 @@ from service.settings import Settings
 log = logging.getLogger("signstream.app")
 
 Loader = Callable[[Settings], Recognizer]
+
+# The demo page (index.html, app.js, style.css, vendored socket.io client), served at `/`.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 @dataclass
@@ -109,7 +114,11 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
         return Response({str(i): label for i, label in enumerate(pipeline.recognizer.labels)})
 
     http_app = Litestar(
-        route_handlers=[healthz, labels],
+        route_handlers=[
+            healthz,
+            labels,
+            create_static_files_router(path="/", directories=[STATIC_DIR], html_mode=True, name="demo"),
+        ],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)),

@@ -3,6 +3,10 @@
 Data flows one way: `frame` event -> bounded per-client queue -> worker (decode -> stream state ->
 engine) -> `prediction`. A client that sends faster than it is served loses its *oldest* queued
 frames (counted), so memory stays bounded and the reply always answers the newest frame.
+
+Opt-in extensions (reference clients see nothing new): a client that sends `{"topk": k, "signs": true}`
+as its connect `auth` payload or in a `subscribe` event gets `"top"` in each `prediction` and/or
+debounced `sign` events (service/signs.py). The options live on the `Client`; the worker reads them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import socketio
 from service.frames import FrameError, payload_bytes
 from service.pipeline import Pipeline
 from service.settings import Settings
+from service.signs import SignDebouncer, top_k
 from service.stream import StreamState
 
 log = logging.getLogger("signstream.protocol")
@@ -54,6 +59,41 @@ class ErrorLimiter:
         return False
 
 
+class OptionsError(ValueError):
+    """A `subscribe` / connect `auth` payload with options the server cannot use."""
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Opt-in extensions; the defaults are the reference protocol."""
+
+    topk: int = 0
+    signs: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return {"topk": self.topk, "signs": self.signs}
+
+
+def parse_options(payload: Any, current: ClientOptions, max_topk: int) -> ClientOptions:
+    """Options from a `subscribe` / `auth` payload; keys it does not name keep their current value,
+    unknown keys are ignored (an `auth` payload may carry other things)."""
+    if payload is None:
+        return current
+    if not isinstance(payload, dict):
+        raise OptionsError('options must be an object like {"topk": 3, "signs": true}')
+    topk, signs = current.topk, current.signs
+    if "topk" in payload:
+        value = payload["topk"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise OptionsError("'topk' must be a non-negative integer")
+        topk = min(value, max_topk)
+    if "signs" in payload:
+        if not isinstance(payload["signs"], bool):
+            raise OptionsError("'signs' must be true or false")
+        signs = payload["signs"]
+    return ClientOptions(topk, signs)
+
+
 @dataclass
 class Client:
     sid: str
@@ -61,6 +101,9 @@ class Client:
     queue_size: int
     limiter: ErrorLimiter
     stats: ClientStats = field(default_factory=ClientStats)
+    options: ClientOptions = field(default_factory=ClientOptions)
+    signs: SignDebouncer | None = None  # present while the client subscribes to `sign` events
+    connected_at: float = field(default_factory=time.monotonic)
     # (payload, arrival time); deque(maxlen) drops the oldest when a new frame arrives on a full queue.
     pending: deque[tuple[Any, float]] = field(init=False)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -124,6 +167,7 @@ class SignProtocol:
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
         sio.on("frame", self.on_frame)
+        sio.on("subscribe", self.on_subscribe)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
         if self.pipeline is None:
@@ -145,7 +189,34 @@ class SignProtocol:
         self.clients[sid] = client
         log.info("client %s connected (%d connected)", sid, len(self.clients))
         await self.sio.emit("status", {"message": "ready"}, to=sid)
+        if auth is not None:
+            await self._subscribe(client, auth)
         return True
+
+    async def on_subscribe(self, sid: str, payload: Any = None) -> dict[str, object] | None:
+        """`subscribe` {"topk": k, "signs": bool}; the acknowledgement (if asked for) is the options
+        now in effect."""
+        client = self.clients.get(sid)
+        if client is None:
+            return None
+        await self._subscribe(client, payload)
+        return client.options.as_dict()
+
+    async def _subscribe(self, client: Client, payload: Any) -> None:
+        labels = self.pipeline.recognizer.labels if self.pipeline is not None else []
+        try:
+            options = parse_options(payload, client.options, len(labels))
+        except OptionsError as error:
+            await self._send_error(client, FrameError("bad_options", str(error)))
+            return
+        if options.signs and client.signs is None:
+            s = self.settings
+            client.signs = SignDebouncer(
+                s.sign_enter_frames, s.sign_exit_frames, s.sign_min_score, s.sign_transcript_length
+            )
+        elif not options.signs:
+            client.signs = None
+        client.options = options
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         client = self.clients.pop(sid, None)
@@ -208,4 +279,11 @@ class SignProtocol:
             newest = client.stream.newest_timestamp
             if newest is not None:
                 self.totals.record_staleness(arrived - newest)
-            await self.sio.emit("prediction", with_id(prediction.as_event(), frame_id), to=client.sid)
+            event = prediction.as_event()
+            if client.options.topk:
+                event["top"] = top_k(prediction.probabilities, pipeline.recognizer.labels, client.options.topk)
+            await self.sio.emit("prediction", with_id(event, frame_id), to=client.sid)
+            if client.signs is not None:
+                sign = client.signs.update(prediction.label, prediction.score, (arrived - client.connected_at) * 1e3)
+                if sign is not None:
+                    await self.sio.emit("sign", sign.as_event(), to=client.sid)

@@ -48,6 +48,11 @@ class Settings:
     max_frame_bytes: int = 2_000_000
     errors_per_second: float = 2.0
     shutdown_timeout: float = 5.0
+    # Opt-in `sign` events (service/signs.py).
+    sign_enter_frames: int = 6
+    sign_exit_frames: int = 6
+    sign_min_score: float = 0.6
+    sign_transcript_length: int = 10
 
     @property
     def model_dir(self) -> Path:
@@ -127,6 +132,10 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MAX_FRAME_BYTES": ("max_frame_bytes", _positive(int)),
     "ERRORS_PER_SECOND": ("errors_per_second", _positive(float)),
     "SHUTDOWN_TIMEOUT": ("shutdown_timeout", _positive(float)),
+    "SIGN_ENTER_FRAMES": ("sign_enter_frames", _positive(int)),
+    "SIGN_EXIT_FRAMES": ("sign_exit_frames", _positive(int)),
+    "SIGN_MIN_SCORE": ("sign_min_score", _probability),
+    "SIGN_TRANSCRIPT_LENGTH": ("sign_transcript_length", _positive(int)),
 }
 assert {name for name, _ in _ENV.values()} == {f.name for f in fields(Settings)}
 
