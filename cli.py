@@ -227,5 +227,37 @@ def _held(run: dict[str, Any]) -> bool:
     return bool(run["latency_ms"].get("p95", 1e9) < 100 and run["lost"] == 0 and run["refused_clients"] == 0)
 
 
+@app.command()
+def client(
+    video: Annotated[Path | None, typer.Option(help="A clip, or a folder of clips, to stream.")] = None,
+    camera: Annotated[int | None, typer.Option(help="Stream this camera (OpenCV index).")] = None,
+    url: Annotated[str, typer.Option(help="Server URL.")] = "http://127.0.0.1:8000",
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON line per event, no live view.")] = False,
+    topk: Annotated[int, typer.Option(help="Ask for the k most probable labels (0 = off).")] = 3,
+    fps: Annotated[float, typer.Option(help="Frames per second.")] = 25.0,
+) -> None:
+    """Stream a clip or a camera to a server like the browser page does; show labels, signs, latency."""
+    from service.client import ClientConfig, ClientError, camera_frames, run_client, video_frames
+
+    if (video is None) == (camera is None):
+        _fail("give exactly one of --video FILE|DIR or --camera N")
+    if topk < 0 or fps <= 0:
+        _fail("--topk must be >= 0 and --fps > 0")
+    source = str(video) if video is not None else f"camera {camera}"
+    try:
+        frames = video_frames(video) if video is not None else camera_frames(camera or 0)
+        state = asyncio.run(run_client(frames, ClientConfig(url=url, topk=topk, fps=fps), json_lines, source))
+    except ClientError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if not json_lines:
+        summary = state.summary()
+        typer.echo(
+            f"sent={summary['sent']} predictions={summary['predictions']} signs={summary['signs']} "
+            f"latency p50={summary['latency_ms']['p50']} p95={summary['latency_ms']['p95']} ms"
+        )
+
+
 if __name__ == "__main__":
     app()
