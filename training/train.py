@@ -438,11 +438,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         build_embeddings(a.manifest, a.embeddings, a.source_range, a.shared_root, a.extra_root)
     hp = HParams(steps=a.steps, lr=a.lr, label_smoothing=a.label_smoothing)
     table = None
-    if a.sweep:
-        table = sweep(a.manifest, a.embeddings, a.seed)
+    best_loso = None
+    if a.sweep or a.sweep_file:
+        table = json.loads(a.sweep_file.read_text()) if a.sweep_file else sweep(a.manifest, a.embeddings, a.seed)
         best = max(table, key=lambda r: (r["loso_top1"], r["loso_top5"]))
         hp = HParams(**best["hparams"])
-        print(f"[train] best by LOSO: {best['name']}")
+        best_loso = best.get("loso")
+        print(f"[train] best by LOSO: {best['name']} {best['hparams']}")
     import sys
 
     return train(
@@ -454,8 +456,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         table,
         not a.no_loso,
         command="python -m training.train " + " ".join(sys.argv[1:] if argv is None else argv),
+        loso_result=best_loso,
     )
-
 
 if __name__ == "__main__":
     main()
