@@ -234,7 +234,7 @@ def build_backbone(
     if len(pairs) != len(convs):
         raise ValueError(f"{len(convs)} TFLite convs vs {len(pairs)} Keras convs")
     names_agree = 0
-    for i, ((layer, bn), conv) in enumerate(zip(pairs, convs)):
+    for i, ((layer, bn), conv) in enumerate(zip(pairs, convs, strict=True)):
         kernel, bias = _keras_kernel(conv), conv.bias
         expected = tuple(layer.weights[0].shape)
         if kernel.shape != expected:
@@ -306,9 +306,7 @@ def verify(
     k_maps = model.predict(frames_bgr01, batch_size=8, verbose=0)
     k_feat = k_maps.mean(axis=(1, 2))
     k_conv1 = conv1_model.predict(frames_bgr01, batch_size=8, verbose=0)
-    t_feat, t_conv1 = _tflite_features(
-        open_interpreter(tflite_path), tflite_input(frames_bgr01, source_range)
-    )
+    t_feat, t_conv1 = _tflite_features(open_interpreter(tflite_path), tflite_input(frames_bgr01, source_range))
 
     cos = _cosines(k_feat, t_feat)
     c1 = np.abs(k_conv1 - t_conv1)

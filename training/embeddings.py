@@ -103,7 +103,8 @@ def build_embeddings(
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, **arrays)
     print(
-        f"[embeddings] {n_total} frames x2 (plain + flipped) in {meta['seconds']} s -> {out} ({out.stat().st_size / 1e6:.1f} MB)"
+        f"[embeddings] {n_total} frames x2 (plain + flipped) in {meta['seconds']} s "
+        f"-> {out} ({out.stat().st_size / 1e6:.1f} MB)"
     )
     return meta
 

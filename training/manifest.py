@@ -57,9 +57,7 @@ class Clip:
     note: str
 
 
-def resolve(
-    path: str, shared_root: Path = DEFAULT_SHARED_ROOT, extra_root: Path = DEFAULT_EXTRA_ROOT
-) -> Path:
+def resolve(path: str, shared_root: Path = DEFAULT_SHARED_ROOT, extra_root: Path = DEFAULT_EXTRA_ROOT) -> Path:
     """Manifest path -> file on disk."""
     head, _, rest = path.partition("/")
     if head == "shared":

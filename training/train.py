@@ -128,10 +128,7 @@ def set_seeds(seed: int) -> None:
     import tf_keras as keras
 
     keras.utils.set_random_seed(seed)
-    try:
-        tf.config.experimental.enable_op_determinism()
-    except Exception:  # pragma: no cover - older TF
-        pass
+    tf.config.experimental.enable_op_determinism()
 
 
 def fit_head(
@@ -191,7 +188,7 @@ def predict(head: Any, clips: list[Clip], emb: dict[str, np.ndarray]) -> np.ndar
 def score(clips: list[Clip], probs: np.ndarray) -> dict[str, Any]:
     """top-1/top-5 overall and per gloss, and per clip rows."""
     rows = []
-    for c, p in zip(clips, probs):
+    for c, p in zip(clips, probs, strict=True):
         order = np.argsort(-p)
         t = LABELS.index(c.gloss)
         rows.append(
@@ -221,9 +218,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"n": len(rows), "top1": acc(rows, 1), "top5": acc(rows, 5), "per_gloss": per_gloss, "clips": rows}
 
 
-def loso(
-    clips: list[Clip], emb: dict[str, np.ndarray], hp: HParams, seed: int, log: bool = True
-) -> dict[str, Any]:
+def loso(clips: list[Clip], emb: dict[str, np.ndarray], hp: HParams, seed: int, log: bool = True) -> dict[str, Any]:
     """Leave-one-source-out over the given (train-split) clips."""
     import tf_keras as keras
 
@@ -243,9 +238,7 @@ def loso(
     out = summarise(rows)
     out["folds"] = len(sources)
     # clips whose gloss has no training clip outside their own source can never be right
-    trainable = [
-        r for r in rows if any(c.gloss == r["gloss"] and c.source_repo != r["source_repo"] for c in clips)
-    ]
+    trainable = [r for r in rows if any(c.gloss == r["gloss"] and c.source_repo != r["source_repo"] for c in clips)]
     out["on_glosses_seen_in_other_sources"] = {
         k: v for k, v in summarise(trainable).items() if k in ("n", "top1", "top5")
     }
@@ -406,7 +399,8 @@ def train(
     print(f"[train] train top-1 {train_res['top1']}")
     if loso_res:
         print(
-            f"[train] LOSO top-1 {loso_res['top1']} top-5 {loso_res['top5']} ({loso_res['n']} clips, {loso_res['folds']} sources)"
+            f"[train] LOSO top-1 {loso_res['top1']} top-5 {loso_res['top5']} "
+            f"({loso_res['n']} clips, {loso_res['folds']} sources)"
         )
     print(
         f"[train] test top-1 {test_res['top1']} top-5 {test_res['top5']} ({test_res['n']} clips; "
@@ -424,9 +418,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--extra-root", type=Path, default=DEFAULT_EXTRA_ROOT)
     p.add_argument("--shared-root", type=Path, default=DEFAULT_SHARED_ROOT)
     p.add_argument("--rebuild-embeddings", action="store_true", help="recompute the embeddings first")
-    p.add_argument(
-        "--source-range", choices=["-1,1", "0,1"], default="-1,1", help="with --rebuild-embeddings"
-    )
+    p.add_argument("--source-range", choices=["-1,1", "0,1"], default="-1,1", help="with --rebuild-embeddings")
     p.add_argument("--sweep", action="store_true", help="LOSO over the SWEEP configs first, train the best")
     p.add_argument("--no-loso", action="store_true")
     p.add_argument("--sweep-file", type=Path, help="use a saved sweep table (JSON) instead of running it")
@@ -458,6 +450,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         command="python -m training.train " + " ".join(sys.argv[1:] if argv is None else argv),
         loso_result=best_loso,
     )
+
 
 if __name__ == "__main__":
     main()
