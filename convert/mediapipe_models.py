@@ -38,6 +38,27 @@ MODELS: dict[str, tuple[str, int]] = {
     "pose_landmark_full.onnx": ("mediapipe/modules/pose_landmark/pose_landmark_full.tflite", 256),
 }
 
+# What each output is (MediaPipe's graphs); coordinates are in input pixels.
+OUTPUT_ROLES: dict[str, dict[str, str]] = {
+    "palm_detection_full.onnx": {
+        "Identity": "2016 anchors x 18: box dx, dy, w, h + 7 keypoints (x, y), /192, offsets from the anchor",
+        "Identity_1": "2016 score logits (sigmoid)",
+    },
+    "hand_landmark_full.onnx": {
+        "Identity": "21 x (x, y, z) in 224-pixel crop units",
+        "Identity_1": "hand presence (already a probability)",
+        "Identity_2": "handedness: probability of MediaPipe's 'Left' (= signer's right hand, non-mirrored)",
+        "Identity_3": "21 world landmarks (metres), unused",
+    },
+    "pose_landmark_full.onnx": {
+        "Identity": "39 x (x, y, z, visibility logit, presence logit) in 256-pixel units (33 + 6 auxiliary)",
+        "Identity_1": "pose presence (probability)",
+        "Identity_2": "segmentation logits 256x256, unused (largest diff: logits of a mask nobody reads)",
+        "Identity_3": "heatmap 64x64x39, unused",
+        "Identity_4": "39 world landmarks, unused",
+    },
+}
+
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
@@ -186,9 +207,11 @@ def convert_mediapipe(
         "licence": wheel_licence(wheel),
         "opset": OPSET,
         "converter": f"tf2onnx {tf2onnx.__version__} (from_tflite)",
-        "check": f"ONNX Runtime vs tf.lite.Interpreter on {len(frames)} real frames from {Path(clips_dir).name}/*/*.mp4",
+        "check": f"ONNX Runtime vs tf.lite.Interpreter on {len(frames)} real frames"
+        f" from {Path(clips_dir).name}/*/*.mp4",
         "skipped": {
-            "pose_detection.tflite": "tf2onnx fails on a reshape; pose landmarks run on the whole letterboxed frame"
+            "pose_detection.tflite": "tf2onnx fails on a reshape; pose landmarks run on a fixed upper-body"
+            " region (service/landmarks.py pose_roi)"
         },
         "models": {},
     }
@@ -204,6 +227,7 @@ def convert_mediapipe(
                 "tflite_sha256": sha256_file(tflite_path),
                 "onnx_sha256": sha256_file(onnx_path),
                 "onnx_bytes": onnx_path.stat().st_size,
+                "output_roles": OUTPUT_ROLES[onnx_name],
             }
         )
         report["models"][onnx_name] = result
@@ -218,13 +242,65 @@ def convert_mediapipe(
     return report
 
 
+BENCH_CLIPS = ("hello/thkazi.mp4", "drink/handspeak.mp4", "book/signtific.mp4", "hello/kirichovka.mp4")
+
+
+def measure_costs(
+    out_dir: str | Path = "model/landmarks", clips_dir: str | Path = DEFAULT_CLIPS, threads: int = 2
+) -> dict[str, Any]:
+    """Per-frame cost of service/landmarks.py on this machine (ms per call / per frame), with and
+    without ROI tracking, over BENCH_CLIPS streamed in order; written into report.json."""
+    import os
+
+    from service.landmarks import HandPoseTracker, LandmarkModels
+    from service.preprocess import iter_clip_frames
+
+    models = LandmarkModels(out_dir, threads=threads)
+    frames = [f for name in BENCH_CLIPS for f in iter_clip_frames(Path(clips_dir) / name)]
+    HandPoseTracker(models).process(frames[0])  # warm-up
+    result: dict[str, Any] = {
+        "threads": threads,
+        "cpu_count": os.cpu_count(),
+        "clips": list(BENCH_CLIPS),
+        "frames": len(frames),
+        "note": "shared 2-core machine (other jobs running): treat as upper bounds",
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
+    }
+    for label, track in (("with_tracking", True), ("without_tracking", False)):
+        tracker = HandPoseTracker(models, track=track)
+        for name in BENCH_CLIPS:
+            tracker.reset()
+            for frame in iter_clip_frames(Path(clips_dir) / name):
+                tracker.process(frame)
+        s = tracker.stats
+        result[label] = {
+            "palm_detection_ms_per_call": round(s.palm_ms / max(1, s.palm_calls), 2),
+            "hand_landmarks_ms_per_hand": round(s.hand_ms / max(1, s.hand_calls), 2),
+            "pose_ms_per_frame": round(s.pose_ms / max(1, s.pose_calls), 2),
+            "total_ms_per_frame": round(s.total_ms / max(1, s.frames), 2),
+            "palm_calls_per_frame": round(s.palm_calls / max(1, s.frames), 3),
+            "hand_calls_per_frame": round(s.hand_calls / max(1, s.frames), 3),
+        }
+        print(label, json.dumps(result[label]), flush=True)
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    report_path = Path(out_dir) / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    report["per_frame_cost_ms"] = result
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", default=str(ROOT / "model" / "landmarks"))
     parser.add_argument("--wheel-dir", default="/tmp/mp")
     parser.add_argument("--clips", default=str(DEFAULT_CLIPS))
+    parser.add_argument("--bench-only", action="store_true", help="only measure the tracker's per-frame cost")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    convert_mediapipe(args.out, args.wheel_dir, args.clips)
+    if not args.bench_only:
+        convert_mediapipe(args.out, args.wheel_dir, args.clips)
+    measure_costs(args.out, args.clips, args.threads)
 
 
 if __name__ == "__main__":
