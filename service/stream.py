@@ -63,8 +63,8 @@ class StreamState:
 
     def due(self, timestamp: float) -> bool:
         """Should the frame arriving at `timestamp` be encoded?"""
-        if self._count == 0 or self.embed_interval == 0.0:
-            return True
+        if self._count < self.window_size or self.embed_interval == 0.0:
+            return True  # every frame until the first window is full: a first answer after 0.4 s
         newest = self._times[(self._count - 1) % len(self._times)]
         return bool(timestamp - newest >= self.embed_interval - SAMPLING_SLACK_S)
 
@@ -83,15 +83,24 @@ class StreamState:
         self._count += 1
 
     def window(self) -> FloatArray | None:
-        """(window_size, dim) embeddings ending with the newest one, or None until enough frames."""
+        """(window_size, dim) embeddings ending with the newest one, or None until enough frames.
+
+        The picks are evenly spaced in *time* over the last `window_seconds` (or over the whole
+        history while it is shorter), each the embedding nearest its target time, so the window
+        means the same whether embeddings came densely (start of a stream) or sampled.
+        `window_seconds == 0` takes the last `window_size` embeddings, like the reference server.
+        """
         capacity = len(self._times)
         held = min(self._count, capacity)
         if held < self.window_size:
             return None
-        # Slots of the held embeddings, oldest first.
-        order = (np.arange(self._count - held, self._count)) % capacity
+        order = np.arange(self._count - held, self._count) % capacity  # slots, oldest first
+        if self.window_seconds == 0.0:
+            return self._embeddings[order[-self.window_size :]]
         times = self._times[order]
-        in_span = int(np.count_nonzero(times >= times[-1] - self.window_seconds))
-        span = max(in_span, self.window_size)
-        picks = np.rint(np.linspace(held - span, held - 1, self.window_size)).astype(np.int64)
+        start = max(float(times[0]), float(times[-1]) - self.window_seconds)
+        targets = np.linspace(start, times[-1], self.window_size)
+        after = np.clip(np.searchsorted(times, targets), 1, held - 1)
+        nearer_before = (targets - times[after - 1]) <= (times[after] - targets)
+        picks = np.where(nearer_before, after - 1, after)
         return self._embeddings[order[picks]]

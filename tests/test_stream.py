@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from service.stream import NOT_READY, StreamState, decide
 
@@ -69,3 +70,20 @@ def test_without_sampling_every_frame_is_due() -> None:
     for i in range(30):
         assert state.due(i / 25)
         state.add(np.zeros(4, np.float32), i / 25)
+
+
+def test_sampled_stream_answers_after_ten_frames_and_spreads_picks_evenly_in_time() -> None:
+    state = StreamState(10, 1, window_seconds=2.0, embeddings_per_second=8.0)
+    times = []
+    for i in range(100):  # 4 s at 25 fps
+        t = i / 25
+        if state.due(t):
+            state.add(np.array([t], dtype=np.float32), t)
+            times.append(t)
+        if i == 9:
+            assert state.window() is not None  # dense start: the first window is full at frame 10
+    picked = state.window()[:, 0]  # type: ignore[index]
+    assert picked[-1] == times[-1]
+    assert picked[0] == pytest.approx(times[-1] - 2.0, abs=0.07)
+    gaps = np.diff(picked)
+    assert gaps.min() > 0.1 and gaps.max() < 0.35  # ~0.22 s apart, within one sampling interval

@@ -1,0 +1,62 @@
+"""Memory per connected client: RSS of a real server process as 50 clients connect and fill their
+windows (SPEC budget: under 5 MB per client)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+
+from benchmarks.conftest import CLIPS, write_result
+from benchmarks.loadgen import browser_jpegs
+from service.settings import Settings
+from tests.conftest import start_server
+from tests.peer import Peer
+
+CLIENTS = 50
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+async def _connect_and_fill(url: str, frames: list[str]) -> list[Peer]:
+    peers = [Peer(url) for _ in range(CLIENTS // 2)]
+    for peer in peers:
+        await peer.__aenter__()
+        await peer.expect("status")
+    for frame in frames:  # fill every client's ring buffer past the window
+        for peer in peers:
+            await peer.sio.emit("frame", {"image": frame})
+        for peer in peers:
+            await peer.expect("prediction", timeout=60)
+    return peers
+
+
+async def test_state_per_client_is_under_5_mb(settings: Settings) -> None:
+    server = start_server(settings.model_dir, EMBEDDINGS_PER_SECOND="0")
+    frames = [base64.b64encode(j).decode() for j in browser_jpegs(CLIPS / "hello", limit=16)]
+    try:
+        # The first 25 clients also grow what is allocated once (ONNX Runtime's arena for batched
+        # encoder calls, thread pools); the next 25, added to the same process, show what a
+        # connected client holds.
+        first = await _connect_and_fill(server.url, frames)
+        await asyncio.sleep(1.0)
+        before = rss_bytes(server.process.pid)
+        second = await _connect_and_fill(server.url, frames)
+        after = rss_bytes(server.process.pid)
+        for peer in first + second:
+            await peer.__aexit__()
+    finally:
+        server.stop()
+    per_client = (after - before) / (CLIENTS // 2)
+    path = write_result(
+        "memory_per_client",
+        {"clients": CLIENTS, "rss_before_mb": round(before / 1e6, 1), "rss_after_mb": round(after / 1e6, 1),
+         "per_client_mb": round(per_client / 1e6, 3), "budget_mb": 5.0},
+    )  # fmt: skip
+    print(f"\n{path}: {per_client / 1e6:.3f} MB per client")
+    assert per_client < 5e6
