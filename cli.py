@@ -36,12 +36,12 @@ def serve(
     """Serve the model over HTTP and Socket.IO (settings from the environment and .env)."""
     import uvicorn
 
-    from service.engine import ModelError, check_model_files, choose_providers
+    from service.engine import ModelError, check_model, choose_providers
     from service.logs import configure_logging
 
     settings = _settings()
     try:
-        check_model_files(settings.model_path)
+        check_model(settings)
         choose_providers(settings.execution_provider)
     except ModelError as exc:
         _fail(str(exc))

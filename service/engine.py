@@ -158,9 +158,14 @@ class Recognizer(Protocol):
     name: str
     labels: list[str]
     window_size: int
+    embedding_dim: int
     provider: str
 
-    def encode_pre(self, image_bgr: ImageBGR) -> FloatArray: ...
+    def new_tracker(self) -> Any:
+        """Per-stream front-end state (hand tracking), or None for a stateless front end."""
+        ...
+
+    def encode_pre(self, image_bgr: ImageBGR, tracker: Any) -> FloatArray: ...
 
     def encode_core(self, inputs: FloatArray) -> FloatArray: ...
 
@@ -183,7 +188,10 @@ class ImageRecognizer:
         self._head_input = self._head.get_inputs()[0].name
         self.embedding_dim = int(self._encoder.get_outputs()[0].shape[-1])
 
-    def encode_pre(self, image_bgr: ImageBGR) -> FloatArray:
+    def new_tracker(self) -> None:
+        return None
+
+    def encode_pre(self, image_bgr: ImageBGR, tracker: Any = None) -> FloatArray:
         return preprocess_frame(image_bgr)
 
     def encode_core(self, inputs: FloatArray) -> FloatArray:
@@ -195,10 +203,25 @@ class ImageRecognizer:
         return np.asarray(out, dtype=np.float32)
 
 
-def load_recognizer(settings: Settings) -> ImageRecognizer:
+def check_model(settings: Settings) -> None:
+    """Fail with one clear line unless the model MODEL names can be served (cheap, before start-up)."""
+    if settings.model == "landmarks":
+        from service.landmarks import check_landmark_files
+
+        check_landmark_files(settings.model_dir / "landmarks")
+    else:
+        check_model_files(settings.model_path)
+
+
+def load_recognizer(settings: Settings) -> Recognizer:
     """Check the model files, open the sessions and warm them up (logging each stage's time)."""
-    files = check_model_files(settings.model_path)
-    recognizer = ImageRecognizer(files, settings)
+    recognizer: Recognizer
+    if settings.model == "landmarks":
+        from service.landmarks import LandmarkRecognizer
+
+        recognizer = LandmarkRecognizer(settings.model_dir / "landmarks", settings)
+    else:
+        recognizer = ImageRecognizer(check_model_files(settings.model_path), settings)
     warm_up(recognizer)
     return recognizer
 
@@ -207,9 +230,10 @@ def warm_up(recognizer: Recognizer) -> dict[str, float]:
     """Run every stage once (first runs allocate) and log what each costs, in milliseconds."""
     frame = np.full((480, 640, 3), 128, dtype=np.uint8)
     timings: dict[str, float] = {}
+    tracker = recognizer.new_tracker()
     for _ in range(2):
         start = time.perf_counter()
-        inputs = recognizer.encode_pre(frame)[None]
+        inputs = recognizer.encode_pre(frame, tracker)[None]
         timings["encode_pre_ms"] = (time.perf_counter() - start) * 1e3
         start = time.perf_counter()
         embedding = recognizer.encode_core(inputs)

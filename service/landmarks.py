@@ -23,15 +23,19 @@ score belongs to the signer's right hand. Slot 0 holds the signer's right hand, 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+
+from service.settings import Settings
 
 FloatArray = npt.NDArray[np.float32]
 ImageBGR = npt.NDArray[np.uint8]
@@ -294,12 +298,12 @@ def pose_roi(width: int, height: int, kind: str = "upper_body") -> Rect:
 class LandmarkModels:
     """The three ONNX sessions; share one instance between streams."""
 
-    def __init__(self, model_dir: Path | str = MODEL_DIR, threads: int = 1) -> None:
+    def __init__(self, model_dir: Path | str = MODEL_DIR, threads: int = 1, providers: list[str] | None = None) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         directory = Path(model_dir)
-        providers = ["CPUExecutionProvider"]
+        providers = providers or ["CPUExecutionProvider"]
         self.palm = ort.InferenceSession(str(directory / PALM_FILE), sess_options=options, providers=providers)
         self.hand = ort.InferenceSession(str(directory / HAND_FILE), sess_options=options, providers=providers)
         self.pose = ort.InferenceSession(str(directory / POSE_FILE), sess_options=options, providers=providers)
@@ -581,3 +585,62 @@ def normalise_features(frames_landmarks: npt.ArrayLike, mirror_left_dominant: bo
     hand_block = np.concatenate([hand_n.reshape(t, 2, 63), presence[:, :, None]], axis=2).reshape(t, -1)
     pose_block = np.concatenate([pose_n[:, :, :2], vis[:, :, None]], axis=2).reshape(t, -1)
     return np.concatenate([hand_block, pose_block], axis=1).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# The landmark recogniser backend (MODEL=landmarks)
+# --------------------------------------------------------------------------------------------
+
+SEQUENCE_FILE = "sequence.onnx"
+SEQUENCE_META = "sequence.json"
+
+
+def check_landmark_files(model_dir: Path) -> dict[str, Any]:
+    """Fail with one clear line unless every landmark model file is there; returns sequence.json."""
+    from service.engine import ModelError
+
+    files = [PALM_FILE, HAND_FILE, POSE_FILE, SEQUENCE_FILE, SEQUENCE_META]
+    missing = [name for name in files if not (model_dir / name).is_file()]
+    if missing:
+        raise ModelError(
+            f"MODEL=landmarks but {', '.join(missing)} missing in {model_dir}: run "
+            "`python -m convert.mediapipe_models` (front end) and `python cli.py train --model landmarks`"
+        )
+    meta: dict[str, Any] = json.loads((model_dir / SEQUENCE_META).read_text())
+    return meta
+
+
+class LandmarkRecognizer:
+    """Hand and pose landmarks per frame (tracked per stream), a small sequence model on 10 of them.
+
+    `encode_pre` runs the per-stream tracker (palm detection only when tracking is lost), so it is
+    the expensive stage here; `encode_core` has nothing left to do; `classify` normalises each
+    window for the signer (position, scale, dominant hand) and runs the sequence model.
+    """
+
+    name = "landmarks"
+
+    def __init__(self, model_dir: Path, settings: Settings) -> None:
+        from service.engine import choose_providers, create_session
+
+        meta = check_landmark_files(model_dir)
+        self.labels = [str(label) for label in meta["labels"]]
+        self.window_size = int(meta["window"])
+        self.embedding_dim = FEATURE_SIZE
+        self.models = LandmarkModels(model_dir, threads=1, providers=choose_providers(settings.execution_provider))
+        self._sequence = create_session(model_dir / SEQUENCE_FILE, settings)
+        self._input = self._sequence.get_inputs()[0].name
+        self.provider = str(self._sequence.get_providers()[0])
+
+    def new_tracker(self) -> HandPoseTracker:
+        return HandPoseTracker(self.models)
+
+    def encode_pre(self, image_bgr: ImageBGR, tracker: HandPoseTracker) -> FloatArray:
+        return tracker.process(image_bgr).features
+
+    def encode_core(self, inputs: FloatArray) -> FloatArray:
+        return inputs
+
+    def classify(self, windows: FloatArray) -> FloatArray:
+        normalised = np.stack([normalise_features(window) for window in windows])
+        return np.asarray(self._sequence.run(None, {self._input: normalised})[0], dtype=np.float32)

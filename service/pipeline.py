@@ -49,13 +49,14 @@ class Pipeline:
         self._inference_pool.shutdown(wait=False, cancel_futures=True)
 
     def new_stream(self) -> StreamState:
-        dim = int(getattr(self.recognizer, "embedding_dim", 1280))
-        return StreamState(
+        stream = StreamState(
             self.recognizer.window_size,
-            dim,
+            self.recognizer.embedding_dim,
             self.settings.window_seconds,
             self.settings.embeddings_per_second,
         )
+        stream.tracker = self.recognizer.new_tracker()
+        return stream
 
     async def answer(self, data: bytes, stream: StreamState, timestamp: float) -> Prediction:
         """The server's path for one encoded frame. Raises FrameError for frames it cannot use."""
@@ -71,7 +72,7 @@ class Pipeline:
         if not stream.due(timestamp):
             return stream.last
         loop = asyncio.get_running_loop()
-        inputs = await loop.run_in_executor(self._cpu_pool, self.recognizer.encode_pre, image)
+        inputs = await loop.run_in_executor(self._cpu_pool, self.recognizer.encode_pre, image, stream.tracker)
         embedding = await self.encoder.submit(inputs)
         stream.add(embedding, timestamp)
         window = stream.window()

@@ -37,6 +37,7 @@ class Settings:
     ping_timeout: float = 60.0
     ping_interval: float = 25.0
     # signstream settings.
+    model: str = "wlasl20c"
     execution_provider: str = "auto"
     encoder_variant: str = "auto"
     threshold: float = 0.5
@@ -121,6 +122,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CORS_ORIGINS": ("cors_origins", _origins),
     "SOCKETIO_PING_TIMEOUT": ("ping_timeout", _positive(float)),
     "SOCKETIO_PING_INTERVAL": ("ping_interval", _positive(float)),
+    "MODEL": ("model", _choice(("wlasl20c", "landmarks"))),
     "EXECUTION_PROVIDER": ("execution_provider", _choice(PROVIDERS)),
     "ENCODER_VARIANT": ("encoder_variant", _choice(("auto", "fp32", "int8", "fp16"))),
     "PREDICTION_THRESHOLD": ("threshold", _probability),

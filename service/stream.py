@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +61,7 @@ class StreamState:
         self._times = np.zeros(capacity, dtype=np.float64)
         self._count = 0  # total embeddings ever added
         self.last = NOT_READY  # the prediction of the newest window
+        self.tracker: Any = None  # the recogniser's per-stream front-end state (hand tracking)
 
     def due(self, timestamp: float) -> bool:
         """Should the frame arriving at `timestamp` be encoded?"""
