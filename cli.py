@@ -123,6 +123,7 @@ def evaluate(
     split: Annotated[str | None, typer.Option(help="Only manifest rows of this split (e.g. test).")] = None,
     root: Annotated[list[str] | None, typer.Option(help="NAME=DIR: where manifest paths NAME/... live.")] = None,
     window_seconds: Annotated[float | None, typer.Option(help="Override WINDOW_SECONDS.")] = None,
+    model: Annotated[str | None, typer.Option(help="Override MODEL (wlasl20c or landmarks).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a confusion-matrix PNG here.")] = None,
 ) -> None:
@@ -136,6 +137,10 @@ def evaluate(
     settings = _settings()
     if window_seconds is not None:
         settings = dataclasses.replace(settings, window_seconds=window_seconds)
+    if model is not None:
+        if model not in ("wlasl20c", "landmarks"):
+            _fail("--model must be wlasl20c or landmarks")
+        settings = dataclasses.replace(settings, model=model)
     clips = [clip for folder in folders or [] for clip in clips_in_folder(folder)]
     if manifest is not None:
         roots = dict(item.split("=", 1) for item in root or [])
