@@ -79,6 +79,7 @@ async def evaluate(recognizer: Recognizer, settings: Settings, clips: list[Label
     return {
         "model": recognizer.name,
         "window_seconds": settings.window_seconds,
+        "embeddings_per_second": settings.embeddings_per_second,
         "threshold": settings.threshold,
         "rule": "clip label = most confident non-none streamed prediction; top5 from that prediction",
         "n": n,
