@@ -37,6 +37,20 @@ def new_backbone() -> Any:
     return keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=IMAGE_SHAPE)
 
 
+def head_layers() -> list[Any]:
+    """New layers of the GRU/Dense stack that follows the pooled per-frame embeddings."""
+    return [
+        keras.layers.GRU(256, return_sequences=True),
+        keras.layers.BatchNormalization(),
+        keras.layers.GRU(256),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dropout(0.65),
+        keras.layers.Dense(32, activation="relu"),
+        keras.layers.Dropout(0.65),
+        keras.layers.Dense(len(LABELS), activation="softmax"),
+    ]
+
+
 def build_wlasl20c(backbone: Any | None = None) -> Any:
     """The exact Sequential of SPEC section 2. `backbone` defaults to an untrained MobileNetV2."""
     backbone = backbone if backbone is not None else new_backbone()
@@ -44,14 +58,7 @@ def build_wlasl20c(backbone: Any | None = None) -> Any:
         [
             keras.layers.TimeDistributed(backbone, input_shape=(WINDOW, *IMAGE_SHAPE)),
             keras.layers.TimeDistributed(keras.layers.GlobalAveragePooling2D()),
-            keras.layers.GRU(256, return_sequences=True),
-            keras.layers.BatchNormalization(),
-            keras.layers.GRU(256),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dropout(0.65),
-            keras.layers.Dense(32, activation="relu"),
-            keras.layers.Dropout(0.65),
-            keras.layers.Dense(len(LABELS), activation="softmax"),
+            *head_layers(),
         ]
     )
 

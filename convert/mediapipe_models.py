@@ -15,7 +15,6 @@ pose landmarks on the whole letterboxed frame instead.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from service.engine import sha256_of
 
 MEDIAPIPE_VERSION = "0.10.14"
 OPSET = 17
@@ -61,11 +62,7 @@ OUTPUT_ROLES: dict[str, dict[str, str]] = {
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(path)
 
 
 def download_wheel(wheel_dir: Path) -> Path:

@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 import socketio
 
+from service.preprocess import iter_clip_frames
+
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 MAX_IN_FLIGHT = 4  # frames sent but not answered; beyond this a frame is skipped, like the demo page
 
@@ -56,17 +58,10 @@ def video_frames(path: Path) -> Iterator[np.ndarray]:
 
 def _read_clips(clips: list[Path]) -> Iterator[np.ndarray]:
     for clip in clips:
-        capture = cv2.VideoCapture(str(clip))
-        if not capture.isOpened():
-            raise ClientError(f"cannot open {clip}")
         try:
-            while True:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                yield frame
-        finally:
-            capture.release()
+            yield from iter_clip_frames(clip)
+        except ValueError as exc:
+            raise ClientError(str(exc)) from None
 
 
 def camera_frames(index: int) -> Iterator[np.ndarray]:

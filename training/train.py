@@ -109,18 +109,9 @@ def new_head() -> Any:
     """The head layers of ``build_wlasl20c`` on their own (fast; used for the LOSO folds)."""
     import tf_keras as keras
 
-    return keras.Sequential(
-        [
-            keras.layers.GRU(256, return_sequences=True, input_shape=(WINDOW, EMBEDDING_DIM)),
-            keras.layers.BatchNormalization(),
-            keras.layers.GRU(256),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dropout(0.65),
-            keras.layers.Dense(32, activation="relu"),
-            keras.layers.Dropout(0.65),
-            keras.layers.Dense(len(LABELS), activation="softmax"),
-        ]
-    )
+    from convert.architecture import head_layers
+
+    return keras.Sequential([keras.Input((WINDOW, EMBEDDING_DIM)), *head_layers()])
 
 
 def set_seeds(seed: int) -> None:
