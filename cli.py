@@ -170,10 +170,24 @@ def evaluate(
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
 def train(ctx: typer.Context) -> None:
-    """Rebuild the shipped model from data/ (needs the convert extra); options: `train --help`."""
-    from training.train import main as train_main
+    """Rebuild a shipped model (needs the convert extra): `train [--model wlasl20c|landmarks] [options]`;
+    `train [--model ...] --help` lists the options."""
+    args = list(ctx.args)
+    model = "wlasl20c"
+    if "--model" in args:
+        at = args.index("--model")
+        model = args[at + 1] if at + 1 < len(args) else ""
+        del args[at : at + 2]
+    if model == "landmarks":
+        from training.landmark_model import main as train_landmarks
 
-    train_main(ctx.args)
+        train_landmarks(args)
+    elif model == "wlasl20c":
+        from training.train import main as train_wlasl20c
+
+        train_wlasl20c(args)
+    else:
+        _fail("--model must be wlasl20c or landmarks")
 
 
 @app.command()

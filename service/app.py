@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,12 @@ from litestar import Litestar, get
 from litestar.config.cors import CORSConfig
 from litestar.response import Response
 from litestar.static_files import create_static_files_router
+from prometheus_client.core import Metric
 
 from service import __version__
 from service.engine import ModelError, Recognizer, load_recognizer
+from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from service.metrics import Metrics, counter, gauge, info, labelled_counter
 from service.pipeline import Pipeline
 from service.protocol import SignProtocol
 from service.settings import Settings
@@ -52,8 +55,10 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
         always_connect=True,
         max_http_buffer_size=max(settings.max_frame_bytes * 2, 1_000_000),
     )
-    protocol = SignProtocol(sio, settings)
+    metrics = Metrics()
+    protocol = SignProtocol(sio, settings, metrics)
     load = LoadState()
+    metrics.add_collector(lambda: _collect(protocol))
 
     async def load_model() -> None:
         try:
@@ -63,7 +68,9 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
         except Exception as exc:  # a broken file must stop the server, not leave it half-up
             load.error = f"cannot load the model: {type(exc).__name__}: {exc}"
         else:
-            pipeline = Pipeline(recognizer, settings, max_streams=settings.max_clients)
+            pipeline = Pipeline(
+                recognizer, settings, max_streams=settings.max_clients, on_encoder_batch=metrics.observe_batch
+            )
             pipeline.start()
             protocol.pipeline = pipeline
             return
@@ -106,6 +113,18 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
             }
         )
 
+    @get("/readyz", sync_to_thread=False)
+    def readyz() -> Response[dict[str, Any]]:
+        """Ready to serve: the model is loaded and the engine's batch loops are running."""
+        pipeline = protocol.pipeline
+        if pipeline is None or not pipeline.running:
+            return Response({"ready": False, "error": load.error}, status_code=503)
+        return Response({"ready": True, "model": pipeline.recognizer.name})
+
+    @get("/metrics", sync_to_thread=False)
+    def metrics_endpoint() -> Response[bytes]:
+        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
     @get("/labels", sync_to_thread=False)
     def labels() -> Response[dict[str, str]]:
         pipeline = protocol.pipeline
@@ -116,6 +135,8 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
     http_app = Litestar(
         route_handlers=[
             healthz,
+            readyz,
+            metrics_endpoint,
             labels,
             create_static_files_router(path="/", directories=[STATIC_DIR], html_mode=True, name="demo"),
         ],
@@ -128,6 +149,25 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
     asgi.protocol = protocol  # for tests and tooling
     asgi.load_state = load
     return asgi
+
+
+def _collect(protocol: SignProtocol) -> Iterator[Metric]:
+    """The server's counters, read from the same totals /healthz reports."""
+    totals = protocol.totals
+    yield counter("signstream_frames_received", "Frame events received", totals.frames)
+    yield counter("signstream_predictions_sent", "Prediction events sent", totals.predictions)
+    yield counter("signstream_frames_dropped", "Frames dropped because a client was behind", totals.dropped)
+    yield labelled_counter("signstream_errors", "Frame errors by code", "code", totals.errors_by_code)
+    yield gauge("signstream_connected_clients", "Connected Socket.IO clients", len(protocol.clients))
+    pipeline = protocol.pipeline
+    if pipeline is not None:
+        recognizer = pipeline.recognizer
+        yield info(
+            "signstream_model",
+            "The model being served",
+            {"name": recognizer.name, "provider": recognizer.provider,
+             "encoder": getattr(recognizer, "encoder_variant", "fp32")},
+        )  # fmt: skip
 
 
 def app_factory() -> socketio.ASGIApp:

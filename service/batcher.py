@@ -47,8 +47,10 @@ class MicroBatcher:
         max_batch: int,
         max_wait_s: float,
         max_pending: int,
+        on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self.name = name
+        self._on_batch = on_batch
         self._run = run
         self._executor = executor
         self._max_batch = max_batch
@@ -61,6 +63,10 @@ class MicroBatcher:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.name}")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -109,7 +115,10 @@ class MicroBatcher:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            self.stats.record(len(live), time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.stats.record(len(live), seconds)
+            if self._on_batch is not None:
+                self._on_batch(len(live), seconds)
             for (_, future), output in zip(live, outputs, strict=True):
                 if not future.done():
                     future.set_result(output)

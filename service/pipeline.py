@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from service.batcher import MicroBatcher
@@ -19,7 +20,13 @@ from service.stream import NOT_READY, Prediction, StreamState, decide
 
 
 class Pipeline:
-    def __init__(self, recognizer: Recognizer, settings: Settings, max_streams: int) -> None:
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        settings: Settings,
+        max_streams: int,
+        on_encoder_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
         self.recognizer = recognizer
         self.settings = settings
         # CPU work (JPEG decode, resize) runs in its own small pool; OpenCV releases the GIL.
@@ -33,6 +40,7 @@ class Pipeline:
             settings.encoder_max_batch,
             settings.encoder_max_wait_ms / 1e3,
             max_pending=max_streams + 1,
+            on_batch=on_encoder_batch,
         )
         self.head = MicroBatcher(
             "head", recognizer.classify, self._inference_pool, 32, 0.0, max_pending=max_streams + 1
@@ -41,6 +49,10 @@ class Pipeline:
     def start(self) -> None:
         self.encoder.start()
         self.head.start()
+
+    @property
+    def running(self) -> bool:
+        return self.encoder.running and self.head.running
 
     async def stop(self) -> None:
         await self.encoder.stop()

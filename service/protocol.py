@@ -22,6 +22,7 @@ from typing import Any
 import socketio
 
 from service.frames import FrameError, payload_bytes
+from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import Settings
 from service.signs import SignDebouncer, top_k
@@ -127,6 +128,7 @@ class Totals:
     predictions: int = 0
     dropped: int = 0
     errors: int = 0
+    errors_by_code: dict[str, int] = field(default_factory=dict)
     # Freshness: how much older the newest embedding behind a prediction is than the frame answered.
     staleness_max_s: float = 0.0
     staleness_sum_s: float = 0.0
@@ -158,9 +160,10 @@ def with_id(event: dict[str, object], frame_id: FrameId) -> dict[str, object]:
 class SignProtocol:
     """Registers the reference server's events on a python-socketio AsyncServer."""
 
-    def __init__(self, sio: socketio.AsyncServer, settings: Settings) -> None:
+    def __init__(self, sio: socketio.AsyncServer, settings: Settings, metrics: Metrics) -> None:
         self.sio = sio
         self.settings = settings
+        self.metrics = metrics
         self.pipeline: Pipeline | None = None  # set once the model is loaded
         self.clients: dict[str, Client] = {}
         self.totals = Totals()
@@ -249,6 +252,7 @@ class SignProtocol:
     async def _send_error(self, client: Client, error: FrameError, frame_id: FrameId = None) -> None:
         client.stats.errors += 1
         self.totals.errors += 1
+        self.totals.errors_by_code[error.code] = self.totals.errors_by_code.get(error.code, 0) + 1
         if client.limiter.allow():
             event = with_id({"message": error.message, "code": error.code}, frame_id)
             await self.sio.emit("error", event, to=client.sid)
@@ -283,6 +287,7 @@ class SignProtocol:
             if client.options.topk:
                 event["top"] = top_k(prediction.probabilities, pipeline.recognizer.labels, client.options.topk)
             await self.sio.emit("prediction", with_id(event, frame_id), to=client.sid)
+            self.metrics.frame_latency.observe(time.monotonic() - arrived)
             if client.signs is not None:
                 sign = client.signs.update(prediction.label, prediction.score, (arrived - client.connected_at) * 1e3)
                 if sign is not None:

@@ -92,6 +92,7 @@ def start_server(model_dir: Path, **env: str) -> ServerProcess:
     environment = {
         **os.environ,
         "MODEL_PATH": str(model_dir / "WLASL20c_model.h5"),
+        "MODEL": "wlasl20c",  # the fixture is a WLASL20c h5; tests of the landmark model say so
         "LOG_LEVEL": "info",
         **env,
     }

@@ -16,7 +16,7 @@ from tests.conftest import CLIPS, ROOT
 def run_cli(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "cli.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **env},
+        env={**os.environ, "MODEL": "wlasl20c", **env},
     )  # fmt: skip
 
 
@@ -26,6 +26,14 @@ def test_serve_without_a_model_exits_with_one_clear_line(tmp_path: Path) -> None
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "no model at MODEL_PATH=" in lines[0] and "python cli.py convert" in lines[0]
+
+
+def test_serve_without_landmark_files_names_the_commands(tmp_path: Path) -> None:
+    result = run_cli("serve", "--port", "1", MODEL="landmarks", MODEL_PATH=str(tmp_path / "WLASL20c_model.h5"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "MODEL=landmarks but" in lines[0] and "python cli.py train --model landmarks" in lines[0]
 
 
 @pytest.mark.parametrize(

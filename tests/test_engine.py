@@ -27,7 +27,7 @@ def test_provider_choice() -> None:
 def test_auto_on_this_machine_reports_the_provider_it_got(model_dir: Path) -> None:
     import onnxruntime as ort
 
-    settings = load_settings({"MODEL_PATH": str(model_dir / "WLASL20c_model.h5")}, env_file=None)
+    settings = load_settings({"MODEL_PATH": str(model_dir / "WLASL20c_model.h5"), "MODEL": "wlasl20c"}, env_file=None)
     recognizer = load_recognizer(settings)
     expected = (
         "CUDAExecutionProvider" if "CUDAExecutionProvider" in ort.get_available_providers() else "CPUExecutionProvider"
@@ -63,7 +63,7 @@ def test_backend_stages_compose_to_the_full_model(model_dir: Path) -> None:
     from service.preprocess import iter_clip_frames
     from tests.conftest import CLIPS
 
-    settings = load_settings({"MODEL_PATH": str(model_dir / "WLASL20c_model.h5")}, env_file=None)
+    settings = load_settings({"MODEL_PATH": str(model_dir / "WLASL20c_model.h5"), "MODEL": "wlasl20c"}, env_file=None)
     recognizer = ImageRecognizer(check_model_files(settings.model_path), settings)
     frames = list(iter_clip_frames(CLIPS / "play" / sorted(p.name for p in (CLIPS / "play").glob("*.mp4"))[0]))[:10]
     inputs = np.stack([recognizer.encode_pre(f) for f in frames])
@@ -83,7 +83,9 @@ def test_int8_encoder_is_chosen_only_where_the_report_says_it_qualifies(tmp_path
     for qualifies, expected in ((False, "fp32"), (True, "int8")):
         report["variants"]["int8"]["qualifies"] = qualifies
         report_path.write_text(json.dumps(report))
-        settings = load_settings({"MODEL_PATH": str(h5), "EXECUTION_PROVIDER": "cpu"}, env_file=None)
+        settings = load_settings(
+            {"MODEL_PATH": str(h5), "MODEL": "wlasl20c", "EXECUTION_PROVIDER": "cpu"}, env_file=None
+        )
         assert ImageRecognizer(check_model_files(h5), settings).encoder_variant == expected
 
 
@@ -95,7 +97,9 @@ def test_int8_encoder_embeddings_stay_close_to_fp32(model_dir: Path) -> None:
     window = clip_window(CLIPS / "hello" / "handspeak.mp4")
     embeddings = {}
     for variant in ("fp32", "int8"):
-        settings = load_settings({"MODEL_PATH": str(h5), "ENCODER_VARIANT": variant}, env_file=None)
+        settings = load_settings(
+            {"MODEL_PATH": str(h5), "MODEL": "wlasl20c", "ENCODER_VARIANT": variant}, env_file=None
+        )
         embeddings[variant] = ImageRecognizer(check_model_files(h5), settings).encode_core(window)
     a, b = embeddings["fp32"], embeddings["int8"]
     cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))

@@ -23,7 +23,7 @@ async def test_503_while_loading_then_ok(model_dir: Path) -> None:
         release.wait(30)  # hold the real load until the test has seen 503
         return load_recognizer(settings)
 
-    settings = load_settings({"MODEL_PATH": str(model_dir / "WLASL20c_model.h5")}, env_file=None)
+    settings = load_settings({"MODEL_PATH": str(model_dir / "WLASL20c_model.h5"), "MODEL": "wlasl20c"}, env_file=None)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings, gated_loader), port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())

@@ -161,3 +161,25 @@ async def test_sampled_embeddings_answer_every_paced_frame_freshly(model_dir: Pa
         assert 0 <= health["staleness_ms"]["max"] <= 200
     finally:
         running.stop()
+
+
+async def test_readyz_and_prometheus_metrics(server: ServerProcess, hello_jpegs: list[bytes]) -> None:
+    assert httpx.get(f"{server.url}/readyz").json()["ready"] is True
+    async with Peer(server.url) as peer:
+        await peer.expect("status")
+        for jpeg in hello_jpegs[:3]:
+            await peer.predict(jpeg)
+        await peer.sio.emit("frame", {"image": "@@@"})
+        await peer.expect("error")
+        text = httpx.get(f"{server.url}/metrics").text
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")
+    }
+    health = httpx.get(f"{server.url}/healthz").json()
+    assert values["signstream_predictions_sent_total"] >= 3
+    assert values['signstream_errors_total{code="bad_base64"}'] >= 1
+    assert values["signstream_connected_clients"] >= 1
+    assert values["signstream_frame_to_prediction_seconds_count"] >= 3
+    assert values["signstream_encoder_batch_size_count"] >= 3
+    assert values["signstream_frames_received_total"] <= health["frames"]  # one source of truth
+    assert 'signstream_model_info{encoder="fp32",name="WLASL20c"' in text

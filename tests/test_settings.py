@@ -13,6 +13,7 @@ def test_defaults_are_the_reference_servers() -> None:
     assert (s.max_clients, s.cors_origins, s.log_level) == (100, ("*",), "info")
     assert (s.ping_timeout, s.ping_interval) == (60.0, 25.0)
     assert s.threshold == 0.5 and s.execution_provider == "auto"
+    assert s.model == "landmarks"  # chosen by held-out accuracy, see model/MODEL_CARD.md
 
 
 def test_reference_names_are_read() -> None:
