@@ -141,6 +141,10 @@ def create_session(path: Path, settings: Settings) -> ort.InferenceSession:
     options.inter_op_num_threads = settings.inter_op_threads
     options.intra_op_num_threads = settings.intra_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads must not spin: between many small runs, spinning burns the cores that
+    # decoding and the event loop need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     providers = choose_providers(settings.execution_provider)
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)

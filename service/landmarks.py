@@ -302,6 +302,7 @@ class LandmarkModels:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see engine.create_session
         directory = Path(model_dir)
         providers = providers or ["CPUExecutionProvider"]
         self.palm = ort.InferenceSession(str(directory / PALM_FILE), sess_options=options, providers=providers)

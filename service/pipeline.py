@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from service.batcher import MicroBatcher
 from service.engine import Recognizer
-from service.frames import check_image_header, decode_image
+from service.frames import decode_image
 from service.preprocess import ImageBGR
 from service.settings import Settings
 from service.stream import NOT_READY, Prediction, StreamState, decide
@@ -70,19 +70,19 @@ class Pipeline:
         stream.tracker = self.recognizer.new_tracker()
         return stream
 
-    async def answer(self, data: bytes, stream: StreamState, timestamp: float) -> Prediction:
-        """The server's path for one encoded frame. Raises FrameError for frames it cannot use."""
-        if not stream.due(timestamp):
-            check_image_header(data)  # still tell the client about a bad frame, without decoding it
-            return stream.last
-        image = await asyncio.get_running_loop().run_in_executor(self._cpu_pool, decode_image, data)
-        return await self.predict(image, stream, timestamp)
+    async def decode(self, data: bytes) -> ImageBGR:
+        """JPEG/PNG bytes -> BGR image, off the event loop. Raises FrameError."""
+        return await asyncio.get_running_loop().run_in_executor(self._cpu_pool, decode_image, data)
 
     async def predict(self, image: ImageBGR, stream: StreamState, timestamp: float) -> Prediction:
-        """Answer this frame: encode it if the stream's sampling rate wants it, and classify the window
-        ending at the newest embedding; otherwise repeat the newest window's prediction."""
-        if not stream.due(timestamp):
+        """Answer the next frame of a clip: encode it if the stream's sampling rate takes it, else
+        repeat the newest window's prediction (`cli predict` / `cli evaluate`)."""
+        if not stream.take(timestamp):
             return stream.last
+        return await self.encode_and_classify(image, stream, timestamp)
+
+    async def encode_and_classify(self, image: ImageBGR, stream: StreamState, timestamp: float) -> Prediction:
+        """Encode a scheduled frame, add it to the stream, classify the window ending at it."""
         loop = asyncio.get_running_loop()
         inputs = await loop.run_in_executor(self._cpu_pool, self.recognizer.encode_pre, image, stream.tracker)
         embedding = await self.encoder.submit(inputs)

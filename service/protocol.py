@@ -21,12 +21,12 @@ from typing import Any
 
 import socketio
 
-from service.frames import FrameError, payload_bytes
+from service.frames import FrameError, check_image_header, payload_bytes
 from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import Settings
 from service.signs import SignDebouncer, top_k
-from service.stream import StreamState
+from service.stream import Prediction, StreamState
 
 log = logging.getLogger("signstream.protocol")
 
@@ -113,10 +113,10 @@ class Client:
     def __post_init__(self) -> None:
         self.pending = deque(maxlen=self.queue_size)
 
-    def enqueue(self, payload: Any) -> None:
+    def enqueue(self, payload: Any, arrived: float) -> None:
         if len(self.pending) == self.queue_size:
             self.stats.dropped += 1
-        self.pending.append((payload, time.monotonic()))
+        self.pending.append((payload, arrived))
         self.wake.set()
 
 
@@ -240,14 +240,27 @@ class SignProtocol:
         )
 
     async def on_frame(self, sid: str, payload: Any = None) -> None:
+        """A frame the stream samples goes to the client's worker (bounded queue, oldest dropped);
+        any other frame is answered at once with the newest window's prediction, so it never waits
+        behind a frame that is being encoded."""
         client = self.clients.get(sid)
         if client is None:
             return
         client.stats.frames += 1
         self.totals.frames += 1
-        dropped_before = client.stats.dropped
-        client.enqueue(payload)
-        self.totals.dropped += client.stats.dropped - dropped_before
+        arrived = time.monotonic()
+        if client.stream.take(arrived):
+            dropped_before = client.stats.dropped
+            client.enqueue(payload, arrived)
+            self.totals.dropped += client.stats.dropped - dropped_before
+            return
+        frame_id = frame_id_of(payload)
+        try:
+            check_image_header(payload_bytes(payload, self.settings.max_frame_bytes))
+        except FrameError as error:
+            await self._send_error(client, error, frame_id)
+            return
+        await self._reply(client, client.stream.last, frame_id, arrived)
 
     async def _send_error(self, client: Client, error: FrameError, frame_id: FrameId = None) -> None:
         client.stats.errors += 1
@@ -269,26 +282,31 @@ class SignProtocol:
             payload, arrived = client.pending.popleft()
             frame_id = frame_id_of(payload)
             try:
-                data = payload_bytes(payload, self.settings.max_frame_bytes)
-                prediction = await pipeline.answer(data, client.stream, arrived)
+                image = await pipeline.decode(payload_bytes(payload, self.settings.max_frame_bytes))
+                prediction = await pipeline.encode_and_classify(image, client.stream, arrived)
             except FrameError as error:
+                client.stream.release()
                 await self._send_error(client, error, frame_id)
                 continue
             except Exception:
+                client.stream.release()
                 log.exception("inference failed for client %s", client.sid)
                 await self._send_error(client, FrameError("internal", "inference failed for this frame"), frame_id)
                 continue
-            client.stats.predictions += 1
-            self.totals.predictions += 1
-            newest = client.stream.newest_timestamp
-            if newest is not None:
-                self.totals.record_staleness(arrived - newest)
-            event = prediction.as_event()
-            if client.options.topk:
-                event["top"] = top_k(prediction.probabilities, pipeline.recognizer.labels, client.options.topk)
-            await self.sio.emit("prediction", with_id(event, frame_id), to=client.sid)
-            self.metrics.frame_latency.observe(time.monotonic() - arrived)
-            if client.signs is not None:
-                sign = client.signs.update(prediction.label, prediction.score, (arrived - client.connected_at) * 1e3)
-                if sign is not None:
-                    await self.sio.emit("sign", sign.as_event(), to=client.sid)
+            await self._reply(client, prediction, frame_id, arrived)
+
+    async def _reply(self, client: Client, prediction: Prediction, frame_id: FrameId, arrived: float) -> None:
+        client.stats.predictions += 1
+        self.totals.predictions += 1
+        newest = client.stream.newest_timestamp
+        if newest is not None:
+            self.totals.record_staleness(arrived - newest)
+        event = prediction.as_event()
+        if client.options.topk and self.pipeline is not None:
+            event["top"] = top_k(prediction.probabilities, self.pipeline.recognizer.labels, client.options.topk)
+        await self.sio.emit("prediction", with_id(event, frame_id), to=client.sid)
+        self.metrics.frame_latency.observe(time.monotonic() - arrived)
+        if client.signs is not None:
+            sign = client.signs.update(prediction.label, prediction.score, (arrived - client.connected_at) * 1e3)
+            if sign is not None:
+                await self.sio.emit("sign", sign.as_event(), to=client.sid)

@@ -60,15 +60,29 @@ class StreamState:
         self._embeddings = np.zeros((capacity, dim), dtype=np.float32)
         self._times = np.zeros(capacity, dtype=np.float64)
         self._count = 0  # total embeddings ever added
+        self._scheduled = 0  # frames ever chosen for encoding (added, or still being encoded)
+        self._scheduled_at = -math.inf  # arrival time of the newest of them
         self.last = NOT_READY  # the prediction of the newest window
         self.tracker: Any = None  # the recogniser's per-stream front-end state (hand tracking)
 
-    def due(self, timestamp: float) -> bool:
-        """Should the frame arriving at `timestamp` be encoded?"""
-        if self._count < self.window_size or self.embed_interval == 0.0:
-            return True  # every frame until the first window is full: a first answer after 0.4 s
-        newest = self._times[(self._count - 1) % len(self._times)]
-        return bool(timestamp - newest >= self.embed_interval - SAMPLING_SLACK_S)
+    def take(self, timestamp: float) -> bool:
+        """Should the frame arriving at `timestamp` be encoded? If so it is counted as scheduled at
+        once, so frames arriving while it is still being encoded are not scheduled too."""
+        due = (
+            self._scheduled < self.window_size  # every frame until the first window: an answer after 0.4 s
+            or self.embed_interval == 0.0
+            or timestamp - self._scheduled_at >= self.embed_interval - SAMPLING_SLACK_S
+        )
+        if due:
+            self._scheduled += 1
+            self._scheduled_at = timestamp
+        return due
+
+    def release(self) -> None:
+        """A scheduled frame could not be used (bad image): the next frame may take its place."""
+        self._scheduled = self._count
+        newest = self.newest_timestamp
+        self._scheduled_at = newest if newest is not None else -math.inf
 
     @property
     def newest_timestamp(self) -> float | None:

@@ -154,7 +154,9 @@ async def test_sampled_embeddings_answer_every_paced_frame_freshly(model_dir: Pa
                 await asyncio.sleep(max(0.0, start + i / 25 - asyncio.get_running_loop().time()))
                 await peer.sio.emit("frame", {"image": base64.b64encode(jpeg).decode(), "id": i})
             replies = [await peer.expect("prediction") for _ in range(50)]
-        assert [r["id"] for r in replies] == list(range(50))
+        # Frames that are not sampled are answered at once, so they may overtake a sampled frame
+        # still being encoded: every frame gets exactly one reply, matched by id.
+        assert sorted(r["id"] for r in replies) == list(range(50))
         assert any(r["score"] > 0 for r in replies)
         health = httpx.get(f"{running.url}/healthz").json()
         assert health["predictions"] == 50 and health["dropped"] == 0

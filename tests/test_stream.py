@@ -57,7 +57,7 @@ def test_sampling_encodes_at_the_requested_rate_from_25_fps() -> None:
     encoded = []
     for i in range(250):  # 10 s at 25 fps, with +-5 ms arrival jitter
         t = i / 25 + (0.005 if i % 2 else -0.005)
-        if state.due(t):
+        if state.take(t):
             state.add(np.zeros(4, np.float32), t)
             encoded.append(t)
     rate = len(encoded) / 10
@@ -68,7 +68,7 @@ def test_sampling_encodes_at_the_requested_rate_from_25_fps() -> None:
 def test_without_sampling_every_frame_is_due() -> None:
     state = StreamState(10, 4, window_seconds=2.0, embeddings_per_second=0.0)
     for i in range(30):
-        assert state.due(i / 25)
+        assert state.take(i / 25)
         state.add(np.zeros(4, np.float32), i / 25)
 
 
@@ -77,7 +77,7 @@ def test_sampled_stream_answers_after_ten_frames_and_spreads_picks_evenly_in_tim
     times = []
     for i in range(100):  # 4 s at 25 fps
         t = i / 25
-        if state.due(t):
+        if state.take(t):
             state.add(np.array([t], dtype=np.float32), t)
             times.append(t)
         if i == 9:
@@ -87,3 +87,14 @@ def test_sampled_stream_answers_after_ten_frames_and_spreads_picks_evenly_in_tim
     assert picked[0] == pytest.approx(times[-1] - 2.0, abs=0.07)
     gaps = np.diff(picked)
     assert gaps.min() > 0.1 and gaps.max() < 0.35  # ~0.22 s apart, within one sampling interval
+
+
+def test_a_frame_being_encoded_is_not_scheduled_twice_and_release_frees_its_place() -> None:
+    state = StreamState(10, 1, window_seconds=2.0, embeddings_per_second=8.0)
+    for i in range(10):
+        assert state.take(i / 25)
+        state.add(np.zeros(1, np.float32), i / 25)
+    assert state.take(0.6)  # sampled, still being encoded
+    assert not state.take(0.64) and not state.take(0.68)  # not scheduled again meanwhile
+    state.release()  # the sampled frame turned out undecodable
+    assert state.take(0.72)
