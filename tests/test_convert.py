@@ -44,18 +44,18 @@ def test_encoder_plus_head_equals_full_on_a_real_window(model_dir: Path) -> None
     assert split.argmax() == full.argmax()
 
 
+def convert_cli(h5: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "cli.py", "convert", "--h5", str(h5)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
 def test_other_architectures_are_refused_with_a_clear_message(tmp_path: Path) -> None:
     import tf_keras as keras
 
     h5 = tmp_path / "other.h5"
     keras.Sequential([keras.layers.Dense(3, input_shape=(4,))]).save(str(h5), save_format="h5")
-    result = subprocess.run(
-        [sys.executable, "cli.py", "convert", "--h5", str(h5)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = convert_cli(h5)
     assert result.returncode == 2
     assert "signstream: error: expected layers" in result.stderr
     assert not (tmp_path / "encoder.onnx").exists()
@@ -64,12 +64,6 @@ def test_other_architectures_are_refused_with_a_clear_message(tmp_path: Path) ->
 def test_a_file_that_is_not_h5_is_refused(tmp_path: Path) -> None:
     h5 = tmp_path / "broken.h5"
     h5.write_bytes(b"not an h5 file")
-    result = subprocess.run(
-        [sys.executable, "cli.py", "convert", "--h5", str(h5)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = convert_cli(h5)
     assert result.returncode == 2
     assert "is not a loadable Keras h5 model" in result.stderr
