@@ -68,15 +68,20 @@ class StreamState:
     def take(self, timestamp: float) -> bool:
         """Should the frame arriving at `timestamp` be encoded? If so it is counted as scheduled at
         once, so frames arriving while it is still being encoded are not scheduled too."""
+        if self.embed_interval == 0.0:
+            return self._schedule(timestamp)  # every frame, queued in order
+        if self._scheduled > self._count:
+            return False  # one frame in flight per client: under load, fewer embeddings, never a backlog
         due = (
             self._scheduled < self.window_size  # every frame until the first window: an answer after 0.4 s
-            or self.embed_interval == 0.0
             or timestamp - self._scheduled_at >= self.embed_interval - SAMPLING_SLACK_S
         )
-        if due:
-            self._scheduled += 1
-            self._scheduled_at = timestamp
-        return due
+        return self._schedule(timestamp) if due else False
+
+    def _schedule(self, timestamp: float) -> bool:
+        self._scheduled += 1
+        self._scheduled_at = timestamp
+        return True
 
     def release(self) -> None:
         """A scheduled frame could not be used (bad image): the next frame may take its place."""
