@@ -50,7 +50,9 @@ def test_batch_size_curve(settings: Settings, frames: np.ndarray) -> None:
         },
     )
     print(f"\n{path}: {curve}")
-    assert all(point["ms_per_frame"] > 0 for point in curve)
+    per_frame = {point["batch"]: point["ms_per_frame"] for point in curve}
+    # Why ENCODER_MAX_BATCH is 8: measured 6.9 ms/frame alone vs 5.2 ms/frame in batches of 8.
+    assert per_frame[8] < per_frame[1], curve
 
 
 def test_int8_encoder_is_faster_where_it_is_the_default(settings: Settings, frames: np.ndarray) -> None:
