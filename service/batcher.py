@@ -13,27 +13,12 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from service.preprocess import FloatArray
 
 log = logging.getLogger("signstream.batcher")
-
-
-@dataclass
-class BatchStats:
-    batches: int = 0
-    items: int = 0
-    busy_seconds: float = 0.0
-    sizes: dict[int, int] = field(default_factory=dict)
-
-    def record(self, size: int, seconds: float) -> None:
-        self.batches += 1
-        self.items += size
-        self.busy_seconds += seconds
-        self.sizes[size] = self.sizes.get(size, 0) + 1
 
 
 class MicroBatcher:
@@ -59,7 +44,6 @@ class MicroBatcher:
         # exceed max_pending; then submit() waits (backpressure), it never grows memory.
         self._queue: asyncio.Queue[tuple[FloatArray, asyncio.Future[FloatArray]]] = asyncio.Queue(max_pending)
         self._task: asyncio.Task[None] | None = None
-        self.stats = BatchStats()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.name}")
@@ -115,10 +99,8 @@ class MicroBatcher:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            seconds = time.perf_counter() - start
-            self.stats.record(len(live), seconds)
-            if self._on_batch is not None:
-                self._on_batch(len(live), seconds)
+            if self._on_batch is not None:  # batch size and time go to the metrics
+                self._on_batch(len(live), time.perf_counter() - start)
             for (_, future), output in zip(live, outputs, strict=True):
                 if not future.done():
                     future.set_result(output)
