@@ -142,6 +142,19 @@ def to_input(image_bgr: ImageBGR) -> FloatArray:
 # --------------------------------------------------------------------------------------------
 
 
+def roi_input(frame: ImageBGR, matrix: npt.NDArray[np.float64], side: int, border: int) -> FloatArray:
+    """The side x side crop of a rotated ROI (`matrix` maps crop pixels to image pixels), as model input."""
+    crop = cv2.warpAffine(
+        frame,
+        matrix,
+        (side, side),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=border,
+        borderValue=(0, 0, 0),
+    )
+    return to_input(np.asarray(crop, np.uint8))
+
+
 def palm_anchors(
     input_size: int = PALM_SIZE,
     strides: tuple[int, ...] = (8, 16, 16, 16),
@@ -415,14 +428,7 @@ class HandPoseTracker:
     def hand_landmarks(self, frame: ImageBGR, roi: Rect, from_detection: bool) -> Hand:
         matrix = roi.crop_to_image(HAND_SIZE)
         start = time.perf_counter()
-        crop = cv2.warpAffine(
-            frame,
-            matrix,
-            (HAND_SIZE, HAND_SIZE),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
-        raw, presence, handedness = self.models.run_hand(to_input(np.asarray(crop, np.uint8)))
+        raw, presence, handedness = self.models.run_hand(roi_input(frame, matrix, HAND_SIZE, cv2.BORDER_REPLICATE))
         self.stats.hand_calls += 1
         self.stats.hand_ms += (time.perf_counter() - start) * 1000.0
         xy = raw[:, :2].astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]
@@ -435,15 +441,7 @@ class HandPoseTracker:
         roi = pose_roi(w, h, self.pose_roi)
         matrix = roi.crop_to_image(POSE_SIZE)
         start = time.perf_counter()
-        crop = cv2.warpAffine(
-            frame,
-            matrix,
-            (POSE_SIZE, POSE_SIZE),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=(0, 0, 0),
-        )
-        raw, presence = self.models.run_pose(to_input(np.asarray(crop, np.uint8)))
+        raw, presence = self.models.run_pose(roi_input(frame, matrix, POSE_SIZE, cv2.BORDER_CONSTANT))
         self.stats.pose_calls += 1
         self.stats.pose_ms += (time.perf_counter() - start) * 1000.0
         pts = raw[:33].astype(np.float64)
