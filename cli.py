@@ -45,7 +45,7 @@ def serve(
         choose_providers(settings.execution_provider)
     except ModelError as exc:
         _fail(str(exc))
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         "service.app:app_factory",
         factory=True,

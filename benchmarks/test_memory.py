@@ -37,7 +37,7 @@ async def _connect_and_fill(url: str, frames: list[str]) -> list[Peer]:
 
 
 async def test_state_per_client_is_under_5_mb(settings: Settings) -> None:
-    server = start_server(settings.model_dir, EMBEDDINGS_PER_SECOND="0")
+    server = start_server(settings.model_dir, EMBEDDINGS_PER_SECOND="0", MAX_CONNECTIONS_PER_IP="100")
     frames = [base64.b64encode(j).decode() for j in browser_jpegs(CLIPS / "hello", limit=16)]
     try:
         # The first 25 clients also grow what is allocated once (ONNX Runtime's arena for batched

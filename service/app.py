@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import socketio
@@ -22,6 +24,7 @@ from litestar.static_files import create_static_files_router
 from prometheus_client.core import Metric
 
 from service import __version__
+from service.auth import require_token
 from service.engine import ModelError, Recognizer, load_recognizer
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.metrics import Metrics, counter, gauge, info, labelled_counter
@@ -41,6 +44,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 class LoadState:
     error: str | None = None
     task: asyncio.Task[None] | None = None
+    drain: asyncio.Task[None] | None = None
 
 
 def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio.ASGIApp:
@@ -78,6 +82,7 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
         signal.raise_signal(signal.SIGTERM)
 
     async def on_startup() -> None:
+        drain_before_exit(protocol, settings.shutdown_timeout, load)
         load.task = asyncio.create_task(load_model(), name="load-model")
 
     async def on_shutdown() -> None:
@@ -105,6 +110,7 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
                 "frames": totals.frames,
                 "predictions": totals.predictions,
                 "dropped": totals.dropped,
+                "unsent": totals.unsent,
                 "errors": totals.errors,
                 "staleness_ms": {
                     "max": round(totals.staleness_max_s * 1e3, 1),
@@ -145,7 +151,7 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)),
         logging_config=None,
     )
-    asgi = socketio.ASGIApp(sio, other_asgi_app=http_app)
+    asgi = socketio.ASGIApp(sio, other_asgi_app=require_token(http_app, protocol.tokens))
     asgi.protocol = protocol  # for tests and tooling
     asgi.load_state = load
     return asgi
@@ -157,6 +163,7 @@ def _collect(protocol: SignProtocol) -> Iterator[Metric]:
     yield counter("signstream_frames_received", "Frame events received", totals.frames)
     yield counter("signstream_predictions_sent", "Prediction events sent", totals.predictions)
     yield counter("signstream_frames_dropped", "Frames dropped because a client was behind", totals.dropped)
+    yield counter("signstream_replies_unsent", "Replies not sent because a client was not reading", totals.unsent)
     yield labelled_counter("signstream_errors", "Frame errors by code", "code", totals.errors_by_code)
     yield gauge("signstream_connected_clients", "Connected Socket.IO clients", len(protocol.clients))
     pipeline = protocol.pipeline
@@ -170,8 +177,50 @@ def _collect(protocol: SignProtocol) -> Iterator[Metric]:
         )  # fmt: skip
 
 
+def drain_before_exit(protocol: SignProtocol, timeout: float, load: LoadState) -> None:
+    """On SIGTERM/SIGINT uvicorn would close every connection at once. Run the protocol's drain
+    first (tell clients, answer frames already received), then hand the signal to uvicorn's handler.
+    A second signal goes straight to uvicorn (a second Ctrl-C forces the exit)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals can only be handled there (e.g. a server run in a test thread)
+    loop = asyncio.get_running_loop()
+
+    def drain_then_exit(signum: int, previous: Any) -> None:
+        async def run() -> None:
+            try:
+                await protocol.drain(timeout)
+            finally:
+                _pass_on(signum, previous)
+
+        load.drain = loop.create_task(run(), name="drain")
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            if protocol.closing:
+                _pass_on(signum, previous, frame)
+            else:
+                protocol.closing = True
+                loop.call_soon_threadsafe(drain_then_exit, signum, previous)
+
+        signal.signal(sig, handler)
+
+
+def _pass_on(signum: int, previous: Any, frame: FrameType | None = None) -> None:
+    if callable(previous):
+        previous(signum, frame)
+    elif previous == signal.SIG_DFL:
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+
 def app_factory() -> socketio.ASGIApp:
-    """uvicorn's `--factory` entry point (used by `cli serve`, also with several workers)."""
+    """uvicorn's `--factory` entry point (used by `cli serve`, also in each of several workers, which
+    are fresh processes and need logging set up again)."""
+    from service.logs import configure_logging
     from service.settings import load_settings
 
-    return create_app(load_settings())
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -15,12 +15,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
 
+from service.auth import UNAUTHORIZED_MESSAGE, Tokens, token_from_connect
 from service.frames import FrameError, check_image_header, payload_bytes
 from service.metrics import Metrics
 from service.pipeline import Pipeline
@@ -31,6 +32,18 @@ from service.stream import Prediction, StreamState
 log = logging.getLogger("signstream.protocol")
 
 CAPACITY_MESSAGE = "Server at capacity, please try again later"
+SHUTDOWN_STATUS = {"message": "shutting down", "code": "shutdown"}
+# Engine.IO packets waiting to be written to one client. A client that stops reading its socket (or
+# one whose network cannot keep up) gets no more replies until it catches up, so it cannot make the
+# server's memory grow; the replies it missed are counted as `unsent`.
+OUTBOX_LIMIT = 64
+
+
+def client_ip(environ: dict[str, Any]) -> str:
+    """The peer address from the ASGI scope (uvicorn has already applied X-Forwarded-For from trusted
+    proxies); python-engineio's own REMOTE_ADDR is always 127.0.0.1."""
+    client = environ.get("asgi.scope", {}).get("client")
+    return str(client[0]) if client else "unknown"
 
 
 @dataclass
@@ -40,10 +53,11 @@ class ClientStats:
     dropped: int = 0
     errors: int = 0
     errors_suppressed: int = 0
+    unsent: int = 0
 
 
-class ErrorLimiter:
-    """Token bucket: at most `rate` error events per second per client (burst of `rate`)."""
+class TokenBucket:
+    """At most `rate` events per second on average, in bursts of at most `rate` (one second's worth)."""
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
@@ -98,9 +112,11 @@ def parse_options(payload: Any, current: ClientOptions, max_topk: int) -> Client
 @dataclass
 class Client:
     sid: str
+    ip: str
     stream: StreamState
     queue_size: int
-    limiter: ErrorLimiter
+    error_rate: TokenBucket
+    frame_rate: TokenBucket
     stats: ClientStats = field(default_factory=ClientStats)
     options: ClientOptions = field(default_factory=ClientOptions)
     signs: SignDebouncer | None = None  # present while the client subscribes to `sign` events
@@ -109,6 +125,7 @@ class Client:
     pending: deque[tuple[Any, float]] = field(init=False)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
+    busy: bool = False  # the worker holds a frame it has not answered yet
 
     def __post_init__(self) -> None:
         self.pending = deque(maxlen=self.queue_size)
@@ -127,6 +144,7 @@ class Totals:
     frames: int = 0
     predictions: int = 0
     dropped: int = 0
+    unsent: int = 0  # replies not sent because the client was not reading them
     errors: int = 0
     errors_by_code: dict[str, int] = field(default_factory=dict)
     # Freshness: how much older the newest embedding behind a prediction is than the frame answered.
@@ -166,6 +184,9 @@ class SignProtocol:
         self.metrics = metrics
         self.pipeline: Pipeline | None = None  # set once the model is loaded
         self.clients: dict[str, Client] = {}
+        self.connections_per_ip: Counter[str] = Counter()
+        self.tokens = Tokens(settings.auth_tokens)
+        self.closing = False  # set on SIGTERM: no new connections
         self.totals = Totals()
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
@@ -173,28 +194,42 @@ class SignProtocol:
         sio.on("subscribe", self.on_subscribe)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
-        if self.pipeline is None:
-            await self.sio.emit(
-                "error", {"message": "Model is loading, please try again shortly", "code": "loading"}, to=sid
-            )
-            return False
-        if len(self.clients) >= self.settings.max_clients:
-            log.warning("refusing %s: %d clients connected", sid, len(self.clients))
-            await self.sio.emit("error", {"message": CAPACITY_MESSAGE, "code": "capacity"}, to=sid)
+        ip = client_ip(environ)
+        refusal = self._refusal(ip, environ, auth)
+        if refusal is not None or self.pipeline is None:
+            code, message = refusal or ("loading", "Model is loading, please try again shortly")
+            log.warning("refusing %s: %s", sid, code, extra={"sid": sid})
+            await self.sio.emit("error", {"message": message, "code": code}, to=sid)
             return False
         client = Client(
             sid=sid,
+            ip=ip,
             stream=self.pipeline.new_stream(),
             queue_size=self.settings.frame_queue_size,
-            limiter=ErrorLimiter(self.settings.errors_per_second),
+            error_rate=TokenBucket(self.settings.errors_per_second),
+            frame_rate=TokenBucket(self.settings.max_fps),
         )
         client.worker = asyncio.create_task(self._serve(client, self.pipeline), name=f"client-{sid}")
         self.clients[sid] = client
-        log.info("client %s connected (%d connected)", sid, len(self.clients))
+        self.connections_per_ip[ip] += 1
+        log.info("client %s connected (%d connected)", sid, len(self.clients), extra={"sid": sid})
         await self.sio.emit("status", {"message": "ready"}, to=sid)
         if auth is not None:
             await self._subscribe(client, auth)
         return True
+
+    def _refusal(self, ip: str, environ: dict[str, Any], auth: Any) -> tuple[str, str] | None:
+        """(code, message) when this connection may not be served."""
+        if self.closing:
+            return "shutting_down", "Server is shutting down, please reconnect"
+        if self.tokens.required and not self.tokens.valid(token_from_connect(environ, auth)):
+            return "unauthorized", UNAUTHORIZED_MESSAGE
+        if len(self.clients) >= self.settings.max_clients:
+            return "capacity", CAPACITY_MESSAGE
+        if self.connections_per_ip[ip] >= self.settings.max_connections_per_ip:
+            limit = self.settings.max_connections_per_ip
+            return "too_many_connections", f"At most {limit} connections per address"
+        return None
 
     async def on_subscribe(self, sid: str, payload: Any = None) -> dict[str, object] | None:
         """`subscribe` {"topk": k, "signs": bool}; the acknowledgement (if asked for) is the options
@@ -225,19 +260,18 @@ class SignProtocol:
         client = self.clients.pop(sid, None)
         if client is None:
             return
+        self.connections_per_ip[client.ip] -= 1
+        if self.connections_per_ip[client.ip] <= 0:
+            del self.connections_per_ip[client.ip]
         if client.worker is not None:
             client.worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await client.worker
         s = client.stats
         log.info(
-            "client %s disconnected: %d frames, %d predictions, %d dropped, %d errors",
-            sid,
-            s.frames,
-            s.predictions,
-            s.dropped,
-            s.errors,
-        )
+            "client %s disconnected: %d frames, %d predictions, %d dropped, %d unsent, %d errors",
+            sid, s.frames, s.predictions, s.dropped, s.unsent, s.errors, extra={"sid": sid},
+        )  # fmt: skip
 
     async def on_frame(self, sid: str, payload: Any = None) -> None:
         """A frame the stream samples goes to the client's worker (bounded queue, oldest dropped);
@@ -249,6 +283,10 @@ class SignProtocol:
         client.stats.frames += 1
         self.totals.frames += 1
         arrived = time.monotonic()
+        if not client.frame_rate.allow():
+            limit = f"more than {self.settings.max_fps:g} frames per second; this frame was not used"
+            await self._send_error(client, FrameError("rate_limited", limit), frame_id_of(payload))
+            return
         if client.stream.take(arrived):
             dropped_before = client.stats.dropped
             client.enqueue(payload, arrived)
@@ -266,7 +304,7 @@ class SignProtocol:
         client.stats.errors += 1
         self.totals.errors += 1
         self.totals.errors_by_code[error.code] = self.totals.errors_by_code.get(error.code, 0) + 1
-        if client.limiter.allow():
+        if client.error_rate.allow() and not self._outbox_full(client.sid):
             event = with_id({"message": error.message, "code": error.code}, frame_id)
             await self.sio.emit("error", event, to=client.sid)
         else:
@@ -280,22 +318,33 @@ class SignProtocol:
                 await client.wake.wait()
                 continue
             payload, arrived = client.pending.popleft()
-            frame_id = frame_id_of(payload)
+            client.busy = True
             try:
-                image = await pipeline.decode(payload_bytes(payload, self.settings.max_frame_bytes))
-                prediction = await pipeline.encode_and_classify(image, client.stream, arrived)
-            except FrameError as error:
-                client.stream.release()
-                await self._send_error(client, error, frame_id)
-                continue
-            except Exception:
-                client.stream.release()
-                log.exception("inference failed for client %s", client.sid)
-                await self._send_error(client, FrameError("internal", "inference failed for this frame"), frame_id)
-                continue
-            await self._reply(client, prediction, frame_id, arrived)
+                await self._answer(client, pipeline, payload, arrived)
+            finally:
+                client.busy = False
+
+    async def _answer(self, client: Client, pipeline: Pipeline, payload: Any, arrived: float) -> None:
+        frame_id = frame_id_of(payload)
+        try:
+            image = await pipeline.decode(payload_bytes(payload, self.settings.max_frame_bytes))
+            prediction = await pipeline.encode_and_classify(image, client.stream, arrived)
+        except FrameError as error:
+            client.stream.release()
+            await self._send_error(client, error, frame_id)
+            return
+        except Exception:
+            client.stream.release()
+            log.exception("inference failed for client %s", client.sid, extra={"sid": client.sid})
+            await self._send_error(client, FrameError("internal", "inference failed for this frame"), frame_id)
+            return
+        await self._reply(client, prediction, frame_id, arrived)
 
     async def _reply(self, client: Client, prediction: Prediction, frame_id: FrameId, arrived: float) -> None:
+        if self._outbox_full(client.sid):
+            client.stats.unsent += 1
+            self.totals.unsent += 1
+            return
         client.stats.predictions += 1
         self.totals.predictions += 1
         newest = client.stream.newest_timestamp
@@ -310,3 +359,28 @@ class SignProtocol:
             sign = client.signs.update(prediction.label, prediction.score, (arrived - client.connected_at) * 1e3)
             if sign is not None:
                 await self.sio.emit("sign", sign.as_event(), to=client.sid)
+
+    def _outbox_full(self, sid: str) -> bool:
+        try:
+            eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+            socket = self.sio.eio.sockets.get(eio_sid)
+        except (KeyError, AttributeError):  # disconnected meanwhile
+            return False
+        return socket is not None and socket.queue.qsize() >= OUTBOX_LIMIT
+
+    async def drain(self, timeout: float) -> None:
+        """Graceful shutdown: refuse new connections, tell every client (`status` shutdown), answer
+        the frames already received (at most `timeout` seconds), then close each client's Engine.IO
+        connection, so Socket.IO clients reconnect on their own (through a load balancer, to another
+        worker) instead of treating it as a deliberate server disconnect."""
+        self.closing = True
+        started = time.monotonic()
+        clients = list(self.clients.values())
+        log.info("shutting down: telling %d clients", len(clients))
+        await asyncio.gather(*(self.sio.emit("status", SHUTDOWN_STATUS, to=c.sid) for c in clients))
+        while any(c.pending or c.busy for c in self.clients.values()) and time.monotonic() - started < timeout:
+            await asyncio.sleep(0.01)
+        closing = [self.sio.eio.disconnect(self.sio.manager.eio_sid_from_sid(c.sid, "/")) for c in clients]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 1.0)
+        log.info("shutdown drained %d clients in %.2f s", len(clients), time.monotonic() - started)

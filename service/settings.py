@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +17,7 @@ from dotenv import dotenv_values
 T = TypeVar("T")
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+LOG_FORMATS = ("text", "json")
 PROVIDERS = ("auto", "cuda", "cpu")
 
 
@@ -50,6 +51,13 @@ class Settings:
     max_frame_bytes: int = 2_000_000
     errors_per_second: float = 2.0
     shutdown_timeout: float = 5.0
+    log_format: str = "text"
+    # Abuse limits (each answered with a coded `error`, itself rate-limited by ERRORS_PER_SECOND).
+    max_fps: float = 30.0  # frames per second per client (token bucket, burst of one second)
+    max_connections_per_ip: int = 32
+    # Optional token auth: empty means open. repr=False keeps tokens out of any log of the settings.
+    auth_tokens: tuple[str, ...] = field(default=(), repr=False)
+    auth_tokens_file: Path | None = None
     # Opt-in `sign` events (service/signs.py).
     sign_enter_frames: int = 6
     sign_exit_frames: int = 6
@@ -106,6 +114,22 @@ def _origins(value: str) -> tuple[str, ...]:
     return origins
 
 
+def _tokens(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _read_tokens(path: Path) -> tuple[str, ...]:
+    """One token per line; blank lines and lines starting with '#' are ignored."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise SettingsError(f"AUTH_TOKENS_FILE={str(path)!r} cannot be read: {exc.strerror}") from None
+    tokens = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+    if not tokens:
+        raise SettingsError(f"AUTH_TOKENS_FILE={str(path)!r} holds no token")
+    return tokens
+
+
 def _probability(value: str) -> float:
     parsed = float(value)
     if not 0.0 <= parsed < 1.0:
@@ -135,6 +159,11 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MAX_FRAME_BYTES": ("max_frame_bytes", _positive(int)),
     "ERRORS_PER_SECOND": ("errors_per_second", _positive(float)),
     "SHUTDOWN_TIMEOUT": ("shutdown_timeout", _positive(float)),
+    "LOG_FORMAT": ("log_format", _choice(LOG_FORMATS)),
+    "MAX_FPS": ("max_fps", _positive(float)),
+    "MAX_CONNECTIONS_PER_IP": ("max_connections_per_ip", _positive(int)),
+    "AUTH_TOKENS": ("auth_tokens", _tokens),
+    "AUTH_TOKENS_FILE": ("auth_tokens_file", Path),
     "SIGN_ENTER_FRAMES": ("sign_enter_frames", _positive(int)),
     "SIGN_EXIT_FRAMES": ("sign_exit_frames", _positive(int)),
     "SIGN_MIN_SCORE": ("sign_min_score", _probability),
@@ -159,6 +188,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             kwargs[field_name] = parse(raw)
         except ValueError as exc:
             raise SettingsError(f"{env_name}={raw!r} is not valid: {exc}") from None
+    if kwargs.get("auth_tokens_file") is not None:
+        kwargs["auth_tokens"] = kwargs.get("auth_tokens", ()) + _read_tokens(kwargs["auth_tokens_file"])
     settings = Settings(**kwargs)
     if settings.use_dummy_model:
         raise SettingsError(

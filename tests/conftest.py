@@ -31,8 +31,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An h5 of the exact architecture with seeded random weights, converted by the real `convert`."""
-    folder = tmp_path_factory.mktemp("model")
+    """An h5 of the exact architecture with seeded random weights, converted by the real `convert`.
+    SIGNSTREAM_FIXTURE_MODEL_DIR names a folder to keep it in between local runs (conversion with the
+    int8 calibration takes minutes and several GB); CI always converts afresh."""
+    kept = os.environ.get("SIGNSTREAM_FIXTURE_MODEL_DIR")
+    folder = Path(kept) if kept else tmp_path_factory.mktemp("model")
+    if kept and (folder / "conversion_report.json").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
     h5 = build_random_h5(folder / "WLASL20c_model.h5")
     result = subprocess.run(
         [sys.executable, "cli.py", "convert", "--h5", str(h5), "--clips", str(CLIPS)],
@@ -118,7 +124,9 @@ def start_server(model_dir: Path, **env: str) -> ServerProcess:
 @pytest.fixture(scope="session")
 def server(model_dir: Path) -> Iterator[ServerProcess]:
     """The default server (consecutive windows so predictions can be recomputed offline exactly)."""
-    running = start_server(model_dir, WINDOW_SECONDS="0", EMBEDDINGS_PER_SECOND="0", ENCODER_VARIANT="fp32")
+    running = start_server(
+        model_dir, WINDOW_SECONDS="0", EMBEDDINGS_PER_SECOND="0", ENCODER_VARIANT="fp32", MAX_FPS="1000"
+    )
     yield running
     running.stop()
 

@@ -37,6 +37,8 @@ def test_reference_names_are_read() -> None:
         ("MAX_CLIENTS", "0"), ("MAX_CLIENTS", "many"), ("LOG_LEVEL", "verbose"),
         ("EXECUTION_PROVIDER", "tpu"), ("PREDICTION_THRESHOLD", "1.5"), ("TF_INTRA_OP_THREADS", "-1"),
         ("CORS_ORIGINS", " , "), ("USE_DUMMY_MODEL", "maybe"), ("WINDOW_SECONDS", "-1"),
+        ("MAX_FPS", "0"), ("MAX_CONNECTIONS_PER_IP", "0"), ("LOG_FORMAT", "xml"),
+        ("AUTH_TOKENS_FILE", "/nonexistent/tokens"),
     ],
 )  # fmt: skip
 def test_bad_values_are_refused_with_the_variable_named(name: str, value: str) -> None:
@@ -54,3 +56,13 @@ def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
     env_file.write_text("MAX_CLIENTS=3\nLOG_LEVEL=warning\n")
     s = load_settings({"LOG_LEVEL": "error"}, env_file=env_file)
     assert (s.max_clients, s.log_level) == (3, "error")
+
+
+def test_auth_tokens_from_the_variable_and_a_file_and_never_in_repr(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# comment\n\nfile-token\n")
+    s = load_settings({"AUTH_TOKENS": "a, b", "AUTH_TOKENS_FILE": str(tokens)}, env_file=None)
+    assert s.auth_tokens == ("a", "b", "file-token") and "file-token" not in repr(s)
+    tokens.write_text("# only a comment\n")
+    with pytest.raises(SettingsError, match="holds no token"):
+        load_settings({"AUTH_TOKENS_FILE": str(tokens)}, env_file=None)

@@ -18,6 +18,9 @@
   const ERROR_TEXT = {
     capacity: "The server is at capacity. Please try again in a few minutes.",
     loading: "The server is still loading its model. Please try again in a moment.",
+    unauthorized: "This server needs a token: open the page as /?token=YOUR_TOKEN.",
+    too_many_connections: "Too many connections from your network. Close another tab and try again.",
+    shutting_down: "The server is restarting. Please try again in a moment.",
   };
 
   let socket = null;
@@ -79,25 +82,29 @@
   }
 
   function connect() {
-    const server = new URLSearchParams(location.search).get("server") || undefined;
+    const query = new URLSearchParams(location.search);
+    const server = query.get("server") || undefined;
+    const token = query.get("token"); // for servers with AUTH_TOKENS (same-origin pages also get a cookie)
     setConnection("Connecting…", "connecting");
     refused = false;
     socket = io(server, {
       transports: ["websocket", "polling"],
-      auth: { topk: TOPK, signs: true }, // opt in to `top` and `sign` events
+      auth: token ? { topk: TOPK, signs: true, token } : { topk: TOPK, signs: true }, // opt in to `top` and `sign`
     });
     socket.on("connect", () => setConnection("Connected", "connecting"));
     socket.on("status", (s) => {
       if (s && s.message === "ready") {
         setConnection("Ready", "ready");
         showError("");
+      } else if (s && s.code === "shutdown") {
+        setConnection("Server restarting, reconnecting…", "connecting"); // the client reconnects by itself
       }
     });
     socket.on("prediction", showPrediction);
     socket.on("sign", showSign);
     socket.on("error", (e) => {
       const code = e && e.code;
-      if (code === "capacity" || code === "loading") {
+      if (code in ERROR_TEXT) {
         refused = true;
         showError(ERROR_TEXT[code]);
         setConnection("Refused", "error");

@@ -1,0 +1,182 @@
+"""Auth tokens, per-client limits, structured logs and graceful shutdown, against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from pathlib import Path
+
+import httpx
+
+from service.auth import Tokens
+from tests.conftest import start_server
+from tests.peer import Peer
+
+TOKENS = ("tok-alpha-1", "tok-beta-2")
+
+
+def test_tokens_match_only_exactly() -> None:
+    tokens = Tokens(TOKENS)
+    assert tokens.required and tokens.valid("tok-beta-2")
+    assert not any(tokens.valid(t) for t in (None, "", "tok-beta-", "tok-beta-22", "TOK-BETA-2"))
+    assert not Tokens(()).required
+
+
+async def test_auth_tokens_guard_socketio_and_http_but_not_health(
+    model_dir: Path, hello_jpegs: list[bytes], tmp_path: Path
+) -> None:
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"# one per line\n{TOKENS[1]}\n")
+    running = start_server(model_dir, AUTH_TOKENS=TOKENS[0], AUTH_TOKENS_FILE=str(token_file))
+    try:
+        for auth, url in ((None, running.url), ({"token": "wrong"}, running.url), (None, f"{running.url}?token=no")):
+            peer = Peer(url, auth=auth)
+            await peer.sio.connect(url, transports=["websocket"], auth=auth, wait_timeout=10)
+            assert (await peer.expect("error"))["code"] == "unauthorized"
+            await asyncio.wait_for(peer.disconnected.wait(), 10)
+
+        async with Peer(running.url, auth={"token": TOKENS[0], "topk": 2}) as peer:  # auth payload
+            assert await peer.expect("status") == {"message": "ready"}
+            assert "top" in await peer.predict(hello_jpegs[0])
+        async with Peer(f"{running.url}?token={TOKENS[1]}", transports=["polling"]) as peer:  # token file, query
+            assert await peer.expect("status") == {"message": "ready"}
+            assert "label" in await peer.predict(hello_jpegs[0])
+
+        for public in ("/healthz", "/readyz", "/metrics"):
+            assert httpx.get(running.url + public).status_code == 200
+        denied = httpx.get(f"{running.url}/labels")
+        assert denied.status_code == 401 and denied.json()["code"] == "unauthorized"
+        assert httpx.get(f"{running.url}/", params={"token": "wrong"}).status_code == 401
+        bearer = httpx.get(f"{running.url}/labels", headers={"Authorization": f"Bearer {TOKENS[1]}"})
+        assert bearer.status_code == 200
+        with httpx.Client(base_url=running.url) as browser:  # the demo page: ?token= once, then a cookie
+            assert browser.get("/", params={"token": TOKENS[0]}).status_code == 200
+            assert browser.get("/app.js").status_code == 200
+    finally:
+        output = running.stop()
+    assert "Tokens" not in output and not any(token in output for token in TOKENS)  # never logged
+    assert "token=[redacted]" in output
+
+
+async def test_frame_rate_and_connections_per_ip_are_limited(model_dir: Path, hello_jpegs: list[bytes]) -> None:
+    running = start_server(model_dir, MAX_FPS="10", MAX_CONNECTIONS_PER_IP="2", ERRORS_PER_SECOND="1000")
+    try:
+        async with Peer(running.url) as first, Peer(running.url) as second:
+            await first.expect("status")
+            await second.expect("status")
+            third = Peer(running.url)
+            await third.sio.connect(running.url, transports=["websocket"], wait_timeout=10)
+            assert (await third.expect("error"))["code"] == "too_many_connections"
+            await asyncio.wait_for(third.disconnected.wait(), 10)
+
+            payload = base64.b64encode(hello_jpegs[0]).decode()
+            started = time.monotonic()
+            for i in range(40):  # as fast as the socket takes them: far above 10 frames/s
+                await first.sio.emit("frame", {"image": payload, "id": i})
+            replies = {"prediction": 0, "rate_limited": 0}
+            for _ in range(40):
+                event, data = await first.next()
+                replies["prediction" if event == "prediction" else data["code"]] += 1
+            elapsed = time.monotonic() - started
+            # A burst of one second's worth (10) plus 10 per second elapsed; the rest are refused.
+            assert replies["rate_limited"] >= 40 - (10 + 10 * elapsed) - 1 and replies["rate_limited"] > 0
+            assert replies["prediction"] >= 10
+            await asyncio.sleep(0.3)
+            assert "label" in await first.predict(hello_jpegs[1])  # refused frames don't end the stream
+            assert "label" in await second.predict(hello_jpegs[1])  # and don't touch other clients
+        async with Peer(running.url) as again:  # the address's places are freed on disconnect
+            assert await again.expect("status") == {"message": "ready"}
+        codes = httpx.get(f"{running.url}/metrics").text
+        assert 'signstream_errors_total{code="rate_limited"}' in codes
+    finally:
+        running.stop()
+
+
+async def test_json_logs_carry_the_session_id_and_no_frame_data(model_dir: Path, hello_jpegs: list[bytes]) -> None:
+    running = start_server(model_dir, LOG_FORMAT="json", LOG_LEVEL="debug")
+    try:
+        async with Peer(running.url) as peer:
+            await peer.expect("status")
+            await peer.predict(hello_jpegs[0])
+            await peer.sio.emit("frame", {"image": "@@@"})
+            await peer.expect("error")
+            sid = peer.sio.get_sid()
+    finally:
+        output = running.stop()
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    about_client = [line for line in lines if sid in line["message"]]
+    assert len(about_client) >= 2 and all(line.get("sid") == sid for line in about_client)
+    assert base64.b64encode(hello_jpegs[0]).decode()[:40] not in output
+
+
+async def test_sigterm_tells_clients_answers_received_frames_and_exits_in_bounded_time(
+    model_dir: Path, hello_jpegs: list[bytes]
+) -> None:
+    running = start_server(model_dir, SHUTDOWN_TIMEOUT="5")
+    peers = [Peer(running.url), Peer(running.url, transports=["polling"])]
+    replies: dict[int, list[object]] = {0: [], 1: []}
+    sent: dict[int, list[int]] = {0: [], 1: []}
+    try:
+        for peer in peers:
+            await peer.__aenter__()
+            await peer.expect("status")
+
+        async def stream(n: int, peer: Peer) -> None:
+            for i, jpeg in enumerate(hello_jpegs[:200]):
+                if not peer.sio.connected:
+                    return
+                await peer.sio.emit("frame", {"image": base64.b64encode(jpeg).decode(), "id": i})
+                sent[n].append(i)
+                await asyncio.sleep(0.04)
+
+        streams = [asyncio.create_task(stream(n, p)) for n, p in enumerate(peers)]
+        await asyncio.sleep(1.5)
+        terminated = time.monotonic()
+        running.process.terminate()
+        statuses = []
+        for n, peer in enumerate(peers):
+            while True:
+                event, data = await peer.next(timeout=10)
+                if event == "status":
+                    statuses.append(data)
+                    sent_before_status = list(sent[n])
+                    break
+                replies[n].append(data["id"])
+            # Everything the client sent before it was told has been answered (or is being).
+            await asyncio.wait_for(peer.disconnected.wait(), 10)
+            while not peer.events.empty():
+                event, data = peer.events.get_nowait()
+                if event == "prediction":
+                    replies[n].append(data["id"])
+            assert set(sent_before_status[:-2]) <= set(replies[n]), f"client {n} lost frames"
+        exit_code = running.process.wait(timeout=15)
+        exit_seconds = time.monotonic() - terminated
+        await asyncio.gather(*streams, return_exceptions=True)
+    finally:
+        output = running.stop()
+    assert statuses == [{"message": "shutting down", "code": "shutdown"}] * 2
+    assert exit_code in (0, -15) and exit_seconds < 5 + 3, output[-2000:]
+    assert "Traceback" not in output
+    print(f"\nSIGTERM -> exit in {exit_seconds:.2f} s; replies {len(replies[0])} ws, {len(replies[1])} polling")
+
+
+def test_a_draining_server_refuses_new_connections_with_a_code() -> None:
+    """The drain itself takes milliseconds when clients are idle, too short to race a real connect
+    against; the refusal is checked on the protocol object the server uses."""
+    import socketio
+
+    from service.metrics import Metrics
+    from service.protocol import SignProtocol
+    from service.settings import Settings
+
+    protocol = SignProtocol(socketio.AsyncServer(async_mode="asgi"), Settings(), Metrics())
+    environ = {"asgi.scope": {"client": ("10.0.0.7", 5000)}}
+    assert protocol._refusal("10.0.0.7", environ, None) is None
+    protocol.closing = True
+    assert protocol._refusal("10.0.0.7", environ, None) == (
+        "shutting_down",
+        "Server is shutting down, please reconnect",
+    )
