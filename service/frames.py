@@ -13,10 +13,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from service import MAX_PIXELS
 from service.preprocess import ImageBGR
-
-# Decoders refuse images larger than this many pixels (checked from the header, before full decode).
-MAX_PIXELS = 4096 * 4096
 
 
 class FrameError(ValueError):
@@ -58,21 +56,34 @@ def payload_bytes(payload: Any, max_bytes: int) -> bytes:
     return data
 
 
+# JPEG markers that carry no length field (libjpeg skips them as such): TEM, RST0-7, SOI, EOI.
+_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xDA)})
+
+
 def _image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG or JPEG header, without decoding the pixels."""
+    """(width, height) from a PNG or JPEG header, without decoding the pixels. The JPEG walk follows
+    libjpeg's (fill bytes, standalone markers, garbage skipped up to the next marker), so it finds the
+    same frame header libjpeg will decode."""
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if data[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while True:
+        i = data.find(b"\xff", i)
+        while 0 <= i < len(data) - 1 and data[i + 1] == 0xFF:  # fill bytes before a marker
+            i += 1
+        if i < 0 or i + 1 >= len(data):
+            return None
+        marker = data[i + 1]
+        if marker == 0x00 or marker in _STANDALONE_MARKERS:
+            i += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 9 > len(data):
                 return None
-            marker = data[i + 1]
-            length = int.from_bytes(data[i + 2 : i + 4], "big")
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
-            i += 2 + length
-    return None
+            return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
 
 
 def check_image_header(data: bytes) -> tuple[int, int]:
@@ -89,7 +100,10 @@ def check_image_header(data: bytes) -> tuple[int, int]:
 def decode_image(data: bytes) -> ImageBGR:
     """JPEG/PNG bytes -> BGR uint8 image (OpenCV order, as the model was trained)."""
     check_image_header(data)
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # OpenCV's own pixel limit (service/__init__.py): its parser saw a larger image
+        raise FrameError("image_too_large", f"image exceeds {MAX_PIXELS} pixels") from None
     if image is None or image.size == 0:
         raise FrameError("undecodable_image", "frame could not be decoded as JPEG or PNG")
     return np.asarray(image, dtype=np.uint8)

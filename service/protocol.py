@@ -273,7 +273,7 @@ class SignProtocol:
             sid, s.frames, s.predictions, s.dropped, s.unsent, s.errors, extra={"sid": sid},
         )  # fmt: skip
 
-    async def on_frame(self, sid: str, payload: Any = None) -> None:
+    async def on_frame(self, sid: str, payload: Any = None, *extra: Any) -> None:
         """A frame the stream samples goes to the client's worker (bounded queue, oldest dropped);
         any other frame is answered at once with the newest window's prediction, so it never waits
         behind a frame that is being encoded."""
@@ -283,6 +283,9 @@ class SignProtocol:
         client.stats.frames += 1
         self.totals.frames += 1
         arrived = time.monotonic()
+        if extra:  # `emit("frame", a, b)`: not a frame the protocol knows
+            await self._send_error(client, FrameError("bad_payload", "a frame is one object"), frame_id_of(payload))
+            return
         if not client.frame_rate.allow():
             limit = f"more than {self.settings.max_fps:g} frames per second; this frame was not used"
             await self._send_error(client, FrameError("rate_limited", limit), frame_id_of(payload))

@@ -1,11 +1,13 @@
 import base64
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 
 from service.frames import FrameError, decode_image, payload_bytes
-from tests.conftest import CLIPS, clip_jpegs
+from tests.conftest import CLIPS, ROOT, clip_jpegs
 
 LIMIT = 2_000_000
 
@@ -61,3 +63,38 @@ def test_huge_declared_dimensions_are_refused_before_decoding() -> None:
     with pytest.raises(FrameError) as info:
         decode_image(header + b"\0" * 100)
     assert info.value.code == "image_too_large"
+
+
+def _tiny_jpeg_declaring(width: int, height: int) -> bytes:
+    jpeg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    sof = jpeg.index(b"\xff\xc0")
+    return jpeg[: sof + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[sof + 9 :]
+
+
+def test_a_small_decoy_header_cannot_smuggle_a_huge_image_past_the_pixel_limit() -> None:
+    """Found by fuzzing: libjpeg treats RST0 as a marker without a length, a naive header walk read a
+    length there and found a decoy 16x16 frame header, while libjpeg decoded 20000x20000 (1.2 GB)."""
+    jpeg = _tiny_jpeg_declaring(20000, 20000)
+    decoy = b"\xff\xc0\x00\x11\x08\x00\x10\x00\x10"
+    comment = b"\xff\xfe" + (65000).to_bytes(2, "big") + bytes(64998)
+    pad = bytes(65538 - (4 + len(comment) + 4))
+    second = b"\xff\xfe" + (1000).to_bytes(2, "big") + pad + decoy + bytes(998 - len(pad) - len(decoy))
+    for evil in (
+        jpeg[:2] + b"\xff\xd0" + comment + second + jpeg[2:],
+        jpeg[:2] + b"\xff" + comment + second + jpeg[2:],
+    ):
+        with pytest.raises(FrameError) as error:
+            decode_image(evil)
+        assert error.value.code == "image_too_large"
+
+
+def test_opencv_refuses_what_the_header_check_misses() -> None:
+    """The second line of defence: OpenCV's own limit, set by the service before cv2 is imported. Run
+    in a fresh interpreter that imports the service first, as the server does."""
+    code = (
+        "import service.frames, cv2, numpy as np;"
+        "big = cv2.imencode('.png', np.zeros((4100, 4100, 3), np.uint8))[1].tobytes();"
+        "cv2.imdecode(np.frombuffer(big, np.uint8), cv2.IMREAD_COLOR)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode != 0 and "CV_IO_MAX_IMAGE_PIXELS" in result.stderr

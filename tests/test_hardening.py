@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from service.auth import Tokens
-from tests.conftest import start_server
+from tests.conftest import ServerProcess, start_server
 from tests.peer import Peer
 
 TOKENS = ("tok-alpha-1", "tok-beta-2")
@@ -180,3 +180,12 @@ def test_a_draining_server_refuses_new_connections_with_a_code() -> None:
         "shutting_down",
         "Server is shutting down, please reconnect",
     )
+
+
+async def test_a_frame_event_with_extra_arguments_gets_a_coded_error(server: ServerProcess) -> None:
+    """Found by fuzzing: `emit("frame", a, b)` used to raise inside the handler and get no answer."""
+    async with Peer(server.url) as peer:
+        await peer.expect("status")
+        await peer.sio.emit("frame", ({"image": "x", "id": 7}, 2))
+        assert await peer.expect("error") == {"message": "a frame is one object", "code": "bad_payload", "id": 7}
+        assert peer.sio.connected
