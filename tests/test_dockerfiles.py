@@ -70,7 +70,10 @@ def test_gpu_image_swaps_onnxruntime_as_the_readme_says() -> None:
     text = (ROOT / "Dockerfile.gpu").read_text()
     assert "pip uninstall -y onnxruntime" in text and '".[gpu]"' in text
     assert "EXECUTION_PROVIDER=cuda" in text
-    assert 'pip uninstall -y onnxruntime && pip install -e ".[gpu]"' in README
+    assert "pip install --no-deps --force-reinstall onnxruntime-gpu" in text
+    swap = 'pip install -e ".[gpu]" && pip uninstall -y onnxruntime && pip install --no-deps --force-reinstall'
+    swap += " onnxruntime-gpu"
+    assert swap in README
 
 
 # ---------------------------------------------------------------------------------------------------------------
