@@ -116,6 +116,7 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
                     "max": round(totals.staleness_max_s * 1e3, 1),
                     "mean": round(totals.staleness_sum_s * 1e3 / max(1, totals.predictions), 1),
                 },
+                "stale": totals.stale,
             }
         )
 
@@ -163,6 +164,7 @@ def _collect(protocol: SignProtocol) -> Iterator[Metric]:
     yield counter("signstream_frames_received", "Frame events received", totals.frames)
     yield counter("signstream_predictions_sent", "Prediction events sent", totals.predictions)
     yield counter("signstream_frames_dropped", "Frames dropped because a client was behind", totals.dropped)
+    yield counter("signstream_replies_stale", "Replies from an embedding older than MAX_STALENESS_MS", totals.stale)
     yield counter("signstream_replies_unsent", "Replies not sent because a client was not reading", totals.unsent)
     yield labelled_counter("signstream_errors", "Frame errors by code", "code", totals.errors_by_code)
     yield gauge("signstream_connected_clients", "Connected Socket.IO clients", len(protocol.clients))

@@ -126,6 +126,9 @@ class Client:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
     busy: bool = False  # the worker holds a frame it has not answered yet
+    # Set (and replaced) each time the worker has added an embedding: replies that would otherwise
+    # be answered from a too old window wait on it.
+    embedded: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.pending = deque(maxlen=self.queue_size)
@@ -150,10 +153,12 @@ class Totals:
     # Freshness: how much older the newest embedding behind a prediction is than the frame answered.
     staleness_max_s: float = 0.0
     staleness_sum_s: float = 0.0
+    stale: int = 0  # replies whose newest embedding was older than MAX_STALENESS_MS
 
-    def record_staleness(self, seconds: float) -> None:
+    def record_staleness(self, seconds: float, limit: float) -> None:
         self.staleness_max_s = max(self.staleness_max_s, seconds)
         self.staleness_sum_s += seconds
+        self.stale += seconds > limit
 
 
 FrameId = int | str | None
@@ -301,7 +306,19 @@ class SignProtocol:
         except FrameError as error:
             await self._send_error(client, error, frame_id)
             return
+        await self._wait_until_fresh(client, arrived)
         await self._reply(client, client.stream.last, frame_id, arrived)
+
+    async def _wait_until_fresh(self, client: Client, arrived: float) -> None:
+        """Freshness: the newest embedding behind a reply is at most MAX_STALENESS_MS older than the
+        frame it answers. When the newest one is older and a newer frame is being encoded (it takes
+        longest under load), the reply waits for that embedding, at most MAX_STALENESS_MS."""
+        limit = self.settings.max_staleness_ms / 1e3
+        newest = client.stream.newest_timestamp
+        if newest is None or arrived - newest <= limit or not client.stream.in_flight:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(client.embedded.wait(), limit)
 
     async def _send_error(self, client: Client, error: FrameError, frame_id: FrameId = None) -> None:
         client.stats.errors += 1
@@ -326,6 +343,8 @@ class SignProtocol:
                 await self._answer(client, pipeline, payload, arrived)
             finally:
                 client.busy = False
+                client.embedded.set()
+                client.embedded = asyncio.Event()
 
     async def _answer(self, client: Client, pipeline: Pipeline, payload: Any, arrived: float) -> None:
         frame_id = frame_id_of(payload)
@@ -352,7 +371,7 @@ class SignProtocol:
         self.totals.predictions += 1
         newest = client.stream.newest_timestamp
         if newest is not None:
-            self.totals.record_staleness(arrived - newest)
+            self.totals.record_staleness(arrived - newest, self.settings.max_staleness_ms / 1e3)
         event = prediction.as_event()
         if client.options.topk and self.pipeline is not None:
             event["top"] = top_k(prediction.probabilities, self.pipeline.recognizer.labels, client.options.topk)

@@ -45,6 +45,7 @@ class Settings:
     threshold: float = 0.5
     window_seconds: float = 2.0
     embeddings_per_second: float = 8.0
+    max_staleness_ms: float = 200.0
     frame_queue_size: int = 4
     encoder_max_batch: int = 8
     encoder_max_wait_ms: float = 2.0
@@ -153,6 +154,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "PREDICTION_THRESHOLD": ("threshold", _probability),
     "WINDOW_SECONDS": ("window_seconds", _non_negative_float),
     "EMBEDDINGS_PER_SECOND": ("embeddings_per_second", _non_negative_float),
+    "MAX_STALENESS_MS": ("max_staleness_ms", _positive(float)),
     "FRAME_QUEUE_SIZE": ("frame_queue_size", _positive(int)),
     "ENCODER_MAX_BATCH": ("encoder_max_batch", _positive(int)),
     "ENCODER_MAX_WAIT_MS": ("encoder_max_wait_ms", _non_negative_float),

@@ -70,7 +70,7 @@ class StreamState:
         once, so frames arriving while it is still being encoded are not scheduled too."""
         if self.embed_interval == 0.0:
             return self._schedule(timestamp)  # every frame, queued in order
-        if self._scheduled > self._count:
+        if self.in_flight:
             return False  # one frame in flight per client: under load, fewer embeddings, never a backlog
         due = (
             self._scheduled < self.window_size  # every frame until the first window: an answer after 0.4 s
@@ -88,6 +88,11 @@ class StreamState:
         self._scheduled = self._count
         newest = self.newest_timestamp
         self._scheduled_at = newest if newest is not None else -math.inf
+
+    @property
+    def in_flight(self) -> bool:
+        """A scheduled frame is still being encoded."""
+        return self._scheduled > self._count
 
     @property
     def newest_timestamp(self) -> float | None:

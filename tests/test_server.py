@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import ServerProcess, full_onnx_probabilities, start_server
+from tests.conftest import ROOT, ServerProcess, full_onnx_probabilities, start_server
 from tests.peer import Peer
 
 LABELS = ["book", "chair", "clothes", "computer", "drink", "drum", "family", "football", "go", "hat", "hello",
@@ -142,10 +142,16 @@ async def test_a_flooding_client_loses_its_oldest_frames_not_the_newest(
     assert predictions + dropped == 60 and predictions >= 2
 
 
-async def test_sampled_embeddings_answer_every_paced_frame_freshly(model_dir: Path, hello_jpegs: list[bytes]) -> None:
-    """Default settings: ~8 embeddings/s per client, every 25 fps frame still answered, and the newest
-    embedding behind each answer is at most 200 ms older than the frame it answers."""
-    running = start_server(model_dir)
+@pytest.mark.parametrize(("model", "max_staleness_ms"), [("wlasl20c", 200), ("landmarks", 130)])
+async def test_sampled_embeddings_answer_every_paced_frame_freshly(
+    model_dir: Path, hello_jpegs: list[bytes], model: str, max_staleness_ms: int
+) -> None:
+    """~8 embeddings/s per client, every 25 fps frame still answered, and the newest embedding behind
+    each answer is at most MAX_STALENESS_MS older than the frame it answers. With the shipped landmark
+    model a frame takes longer to encode than the 40 ms between frames, so at 130 ms (just above the
+    125 ms sampling interval) this holds only because replies wait for the embedding in flight."""
+    folder = model_dir if model == "wlasl20c" else ROOT / "model"
+    running = start_server(folder, MODEL=model, MAX_STALENESS_MS=str(max_staleness_ms))
     try:
         async with Peer(running.url) as peer:
             await peer.expect("status")
@@ -160,7 +166,7 @@ async def test_sampled_embeddings_answer_every_paced_frame_freshly(model_dir: Pa
         assert any(r["score"] > 0 for r in replies)
         health = httpx.get(f"{running.url}/healthz").json()
         assert health["predictions"] == 50 and health["dropped"] == 0
-        assert 0 <= health["staleness_ms"]["max"] <= 200
+        assert 0 <= health["staleness_ms"]["max"] <= max_staleness_ms and health["stale"] == 0
     finally:
         running.stop()
 
