@@ -62,3 +62,12 @@ class Peer:
     async def predict(self, jpeg: bytes, **kwargs: Any) -> Any:
         await self.send_jpeg(jpeg, **kwargs)
         return await self.expect("prediction")
+
+
+async def refused(url: str, **connect_kwargs: Any) -> Any:
+    """Connect, expect the server to refuse with an `error` and disconnect; return that error."""
+    peer = Peer(url)
+    await peer.sio.connect(url, transports=["websocket"], wait_timeout=10, **connect_kwargs)
+    error = await peer.expect("error")
+    await asyncio.wait_for(peer.disconnected.wait(), 10)
+    return error

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, ServerProcess, full_onnx_probabilities, start_server
-from tests.peer import Peer
+from tests.peer import Peer, refused
 
 LABELS = ["book", "chair", "clothes", "computer", "drink", "drum", "family", "football", "go", "hat", "hello",
           "kiss", "like", "play", "school", "street", "table", "university", "violin", "wall"]  # fmt: skip
@@ -110,11 +110,8 @@ async def test_capacity(model_dir: Path) -> None:
         async with Peer(running.url) as first, Peer(running.url) as second:
             await first.expect("status")
             await second.expect("status")
-            third = Peer(running.url)
-            await third.sio.connect(running.url, transports=["websocket"], wait_timeout=10)
-            error = await third.expect("error")
+            error = await refused(running.url)
             assert error["message"] == "Server at capacity, please try again later"
-            await asyncio.wait_for(third.disconnected.wait(), 10)
         async with Peer(running.url) as again:  # places are freed on disconnect
             assert await again.expect("status") == {"message": "ready"}
     finally:
