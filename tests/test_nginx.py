@@ -41,9 +41,6 @@ BEFORE_KILL_S = 5.0  # streaming before the SIGTERM
 AFTER_KILL_S = 9.0  # streaming after it: long enough for the shutdown (SHUTDOWN_TIMEOUT 5 s) and reconnects
 SHUTDOWN_TIMEOUT_S = 5.0  # the server's default
 SHUTDOWN_STATUS = {"message": "shutting down", "code": "shutdown"}
-# Frames already on their way when a process is told to stop are answered by it (service/protocol.py
-# drain); until that is in the service, its clients only see the disconnect.
-DRAINS = any("shutting down" in path.read_text() for path in (ROOT / "service").glob("*.py"))
 NO_NETWORK = re.compile(
     r"Temporary failure resolving|Could not resolve|Failed to fetch|Unable to fetch|Network is unreachable"
     r"|apt-get: (command )?not found",
@@ -424,6 +421,10 @@ async def test_two_processes_behind_nginx_survive_one_being_stopped(
     # signal it caught again, so the exit status is "killed by SIGTERM").
     assert exit_code in (0, -signal.SIGTERM), logs[victim].text()[-3000:]
     assert "Application shutdown complete" in logs[victim].text(), logs[victim].text()[-3000:]
+    # The drain here takes well under a second. Then uvicorn waits up to SHUTDOWN_TIMEOUT again for open
+    # HTTP requests (README): a polling client that reconnects between the end of the drain and uvicorn
+    # closing its listener is refused, and its session's long-poll GET is only let go by that timeout,
+    # so about half the runs exit after 5.3-6.8 s instead of 0.3 s.
     assert exited_s < SHUTDOWN_TIMEOUT_S + 3, f"the process took {exited_s:.1f} s to exit after SIGTERM"
 
     # The survivor's clients lost nothing: one prediction per frame, never disconnected, no errors.
@@ -440,10 +441,11 @@ async def test_two_processes_behind_nginx_survive_one_being_stopped(
     for c in victims:
         assert c.disconnects, f"{c.address} ({c.transport}) was never disconnected from the stopped process"
         told = [t for t, data in c.statuses if data == SHUTDOWN_STATUS]
-        if DRAINS:
-            assert told and told[0] <= c.disconnects[0], f"{c.address} ({c.transport}) statuses: {c.statuses}"
-            before = [i for i, at in c.sent.items() if at < kill_at - 1.0]
-            assert all(c.replies[i] == 1 for i in before), f"{c.address}: frames sent before SIGTERM unanswered"
+        assert told and told[0] <= c.disconnects[0], f"{c.address} ({c.transport}) statuses: {c.statuses}"
+        # Frames it had received were answered before it closed the connection (a frame sent in the
+        # last moment before SIGTERM may still have been on its way).
+        before = [i for i, at in c.sent.items() if at < kill_at - 1.0]
+        assert all(c.replies[i] == 1 for i in before), f"{c.address}: frames sent before SIGTERM unanswered"
         assert c.reconnected_at is not None, f"{c.address} ({c.transport}) did not reconnect"
         assert c.first_reply_after_reconnect is not None, f"{c.address} ({c.transport}): nothing after reconnect"
         moved = [i for i, at in c.sent.items() if at >= c.reconnected_at]
