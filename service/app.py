@@ -152,10 +152,39 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)),
         logging_config=None,
     )
-    asgi = socketio.ASGIApp(sio, other_asgi_app=require_token(http_app, protocol.tokens))
-    asgi.protocol = protocol  # for tests and tooling
-    asgi.load_state = load
-    return asgi
+    return SignstreamASGI(sio, require_token(http_app, protocol.tokens), protocol)
+
+
+class SignstreamASGI(socketio.ASGIApp):  # type: ignore[misc]
+    """Socket.IO in front of the Litestar app. While draining (SIGTERM), a request that would open a
+    new Engine.IO session gets 503 (websocket: closed before accept) instead of a session that is
+    refused at once: a proxy retries it on another process (deploy/nginx.conf), and no session is
+    left holding a long-poll that the server would then wait for on its way out."""
+
+    def __init__(self, sio: socketio.AsyncServer, http_app: Any, protocol: SignProtocol) -> None:
+        super().__init__(sio, other_asgi_app=http_app)
+        self.protocol = protocol
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self.protocol.closing and _opens_engineio_session(scope):
+            body = b'{"code":"shutting_down","message":"this server is shutting down, please reconnect"}'
+            headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
+            prefix = "http"
+            if scope["type"] == "websocket":
+                if "websocket.http.response" not in scope.get("extensions", {}):
+                    await send({"type": "websocket.close", "code": 1013})  # "try again later"
+                    return
+                prefix = "websocket.http"  # the ASGI extension for an HTTP answer to an upgrade
+            await send({"type": f"{prefix}.response.start", "status": 503, "headers": headers})
+            await send({"type": f"{prefix}.response.body", "body": body})
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _opens_engineio_session(scope: dict[str, Any]) -> bool:
+    if scope["type"] not in ("http", "websocket") or not scope["path"].startswith("/socket.io"):
+        return False
+    return b"sid=" not in scope.get("query_string", b"")
 
 
 def _collect(protocol: SignProtocol) -> Iterator[Metric]:

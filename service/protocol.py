@@ -382,12 +382,15 @@ class SignProtocol:
             if sign is not None:
                 await self.sio.emit("sign", sign.as_event(), to=client.sid)
 
-    def _outbox_full(self, sid: str) -> bool:
+    def _engineio_socket(self, sid: str) -> Any:
+        """The Engine.IO session under a Socket.IO sid (its outgoing queue), None once it is gone."""
         try:
-            eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
-            socket = self.sio.eio.sockets.get(eio_sid)
-        except (KeyError, AttributeError):  # disconnected meanwhile
-            return False
+            return self.sio.eio.sockets.get(self.sio.manager.eio_sid_from_sid(sid, "/"))
+        except (KeyError, AttributeError):
+            return None
+
+    def _outbox_full(self, sid: str) -> bool:
+        socket = self._engineio_socket(sid)
         return socket is not None and socket.queue.qsize() >= OUTBOX_LIMIT
 
     async def drain(self, timeout: float) -> None:
@@ -402,7 +405,10 @@ class SignProtocol:
         await asyncio.gather(*(self.sio.emit("status", SHUTDOWN_STATUS, to=c.sid) for c in clients))
         while any(c.pending or c.busy for c in self.clients.values()) and time.monotonic() - started < timeout:
             await asyncio.sleep(0.01)
-        closing = [self.sio.eio.disconnect(self.sio.manager.eio_sid_from_sid(c.sid, "/")) for c in clients]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 1.0)
+        for client in clients:
+            socket = self._engineio_socket(client.sid)
+            if socket is not None:  # queue a CLOSE; don't wait for a polling client to fetch it
+                await socket.close(wait=False)
+        for socket in list(self.sio.eio.sockets.values()):
+            socket.queue.put_nowait(None)  # end any long-poll still open, so nothing holds the exit
         log.info("shutdown drained %d clients in %.2f s", len(clients), time.monotonic() - started)
