@@ -1,0 +1,100 @@
+"""Thread and process settings, chosen by measurement: the same load (N clients at 25 fps, real
+frames) against a fresh server per configuration, interleaved over several rounds so that drifts of a
+shared machine hit every configuration alike.
+
+    python -m benchmarks.threads --clients 12 --rounds 2 --json benchmarks/threads.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.loadgen import browser_jpegs, run_load
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIPS = ROOT.parent / "shared" / "data" / "clips"
+
+# name -> (environment, uvicorn workers). The default configuration comes first.
+CONFIGS: dict[str, tuple[dict[str, str], int]] = {
+    "intra2_batch8_1worker (default)": ({}, 1),
+    "intra1_batch8_1worker": ({"TF_INTRA_OP_THREADS": "1"}, 1),
+    "intra2_batch2_1worker": ({"ENCODER_MAX_BATCH": "2"}, 1),
+    "intra1_batch8_2workers": ({"TF_INTRA_OP_THREADS": "1"}, 2),
+    "intra2_batch8_2workers": ({}, 2),
+}
+
+
+def serve(env: dict[str, str], workers: int, model: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    environment = {**os.environ, "MODEL": model, "LOG_LEVEL": "warning", "MAX_CONNECTIONS_PER_IP": "1000", **env}
+    command = [sys.executable, "cli.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            # Every worker must be up: ask a few times (the kernel spreads connections over them).
+            if all(httpx.get(f"{url}/healthz", timeout=1).status_code == 200 for _ in range(4 * workers)):
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    process.kill()
+    raise RuntimeError(f"server with {env} x{workers} did not start")
+
+
+def measure(clients: int, seconds: float, rounds: int, model: str) -> dict[str, Any]:
+    frames = browser_jpegs(CLIPS / "hello", limit=200)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGS}
+    for _ in range(rounds):
+        for name, (env, workers) in CONFIGS.items():
+            process, url = serve(env, workers, model)
+            try:
+                asyncio.run(run_load(url, frames, clients=clients, fps=25, seconds=3))  # warm-up
+                result = asyncio.run(run_load(url, frames, clients=clients, fps=25, seconds=seconds))
+            finally:
+                process.terminate()
+                process.wait(30)
+            runs[name].append(result.as_dict())
+            print(name, result.latency_ms, "lost", result.lost, file=sys.stderr)
+    summary = {
+        name: {
+            "p95_ms_median": statistics.median(r["latency_ms"]["p95"] for r in rs),
+            "p99_ms_median": statistics.median(r["latency_ms"]["p99"] for r in rs),
+            "p50_ms_median": statistics.median(r["latency_ms"]["p50"] for r in rs),
+            "lost": sum(r["lost"] for r in rs),
+        }
+        for name, rs in runs.items()
+    }
+    return {"model": model, "clients": clients, "fps": 25, "seconds": seconds, "rounds": rounds,
+            "cpus": os.cpu_count(), "summary": summary, "runs": runs}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=12)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--model", default="wlasl20c")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    result = measure(args.clients, args.seconds, args.rounds, args.model)
+    print(json.dumps(result["summary"], indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
