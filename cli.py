@@ -34,6 +34,8 @@ def serve(
     workers: Annotated[int, typer.Option(help="uvicorn worker processes (each loads the model).")] = 1,
 ) -> None:
     """Serve the model over HTTP and Socket.IO (settings from the environment and .env)."""
+    import logging
+
     import uvicorn
 
     from service.engine import ModelError, check_model, choose_providers
@@ -46,6 +48,12 @@ def serve(
     except ModelError as exc:
         _fail(str(exc))
     configure_logging(settings.log_level, settings.log_format)
+    if workers > 1:
+        logging.getLogger("signstream").warning(
+            "--workers %d shares one port without sticky routing: Socket.IO polling clients will fail; "
+            "for several processes run one per port behind deploy/nginx.conf",
+            workers,
+        )
     uvicorn.run(
         "service.app:app_factory",
         factory=True,
