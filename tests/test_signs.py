@@ -153,6 +153,7 @@ def sign_server(model_dir: Path) -> Any:
     running = start_server(
         model_dir, PREDICTION_THRESHOLD="0", SIGN_MIN_SCORE="0", SIGN_ENTER_FRAMES="3", SIGN_EXIT_FRAMES="3",
         SIGN_TRANSCRIPT_LENGTH="4", WINDOW_SECONDS="0", EMBEDDINGS_PER_SECOND="0", ENCODER_VARIANT="fp32",
+        MAX_FPS="1000",  # frames are sent as fast as they are answered
     )  # fmt: skip
     yield running
     running.stop()
