@@ -86,20 +86,20 @@ def _image_size(data: bytes) -> tuple[int, int] | None:
         i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
 
 
-def check_image_header(data: bytes) -> tuple[int, int]:
+def check_image_header(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """(width, height) of a JPEG/PNG from its header; FrameError if it is neither or too large."""
     size = _image_size(data)
     if size is None:
         raise FrameError("undecodable_image", "frame is not a JPEG or PNG image")
     width, height = size
-    if width * height > MAX_PIXELS:
-        raise FrameError("image_too_large", f"image of {width}x{height} pixels exceeds {MAX_PIXELS} pixels")
+    if width * height > max_pixels:
+        raise FrameError("image_too_large", f"image of {width}x{height} pixels exceeds {max_pixels} pixels")
     return size
 
 
-def decode_image(data: bytes) -> ImageBGR:
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageBGR:
     """JPEG/PNG bytes -> BGR uint8 image (OpenCV order, as the model was trained)."""
-    check_image_header(data)
+    check_image_header(data, max_pixels)
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:  # OpenCV's own pixel limit (service/__init__.py): its parser saw a larger image

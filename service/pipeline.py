@@ -72,7 +72,8 @@ class Pipeline:
 
     async def decode(self, data: bytes) -> ImageBGR:
         """JPEG/PNG bytes -> BGR image, off the event loop. Raises FrameError."""
-        return await asyncio.get_running_loop().run_in_executor(self._cpu_pool, decode_image, data)
+        limit = self.settings.max_frame_pixels
+        return await asyncio.get_running_loop().run_in_executor(self._cpu_pool, decode_image, data, limit)
 
     async def predict(self, image: ImageBGR, stream: StreamState, timestamp: float) -> Prediction:
         """Answer the next frame of a clip: encode it if the stream's sampling rate takes it, else

@@ -302,7 +302,7 @@ class SignProtocol:
             return
         frame_id = frame_id_of(payload)
         try:
-            check_image_header(payload_bytes(payload, self.settings.max_frame_bytes))
+            check_image_header(payload_bytes(payload, self.settings.max_frame_bytes), self.settings.max_frame_pixels)
         except FrameError as error:
             await self._send_error(client, error, frame_id)
             return

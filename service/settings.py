@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 from dotenv import dotenv_values
 
+from service import MAX_PIXELS
+
 T = TypeVar("T")
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -50,6 +52,7 @@ class Settings:
     encoder_max_batch: int = 8
     encoder_max_wait_ms: float = 2.0
     max_frame_bytes: int = 2_000_000
+    max_frame_pixels: int = MAX_PIXELS  # checked from the image header, before decoding
     errors_per_second: float = 2.0
     shutdown_timeout: float = 5.0
     log_format: str = "text"
@@ -115,6 +118,13 @@ def _origins(value: str) -> tuple[str, ...]:
     return origins
 
 
+def _pixels(value: str) -> int:
+    parsed = int(value)
+    if not 0 < parsed <= MAX_PIXELS:
+        raise ValueError(f"must be in 1..{MAX_PIXELS} (OpenCV's own limit is set to {MAX_PIXELS})")
+    return parsed
+
+
 def _tokens(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -159,6 +169,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ENCODER_MAX_BATCH": ("encoder_max_batch", _positive(int)),
     "ENCODER_MAX_WAIT_MS": ("encoder_max_wait_ms", _non_negative_float),
     "MAX_FRAME_BYTES": ("max_frame_bytes", _positive(int)),
+    "MAX_FRAME_PIXELS": ("max_frame_pixels", _pixels),
     "ERRORS_PER_SECOND": ("errors_per_second", _positive(float)),
     "SHUTDOWN_TIMEOUT": ("shutdown_timeout", _positive(float)),
     "LOG_FORMAT": ("log_format", _choice(LOG_FORMATS)),

@@ -8,7 +8,9 @@ import json
 import time
 from pathlib import Path
 
+import cv2
 import httpx
+import numpy as np
 
 from service.auth import Tokens
 from tests.conftest import ServerProcess, start_server
@@ -58,7 +60,9 @@ async def test_auth_tokens_guard_socketio_and_http_but_not_health(
 
 
 async def test_frame_rate_and_connections_per_ip_are_limited(model_dir: Path, hello_jpegs: list[bytes]) -> None:
-    running = start_server(model_dir, MAX_FPS="10", MAX_CONNECTIONS_PER_IP="2", ERRORS_PER_SECOND="1000")
+    running = start_server(
+        model_dir, MAX_FPS="10", MAX_CONNECTIONS_PER_IP="2", ERRORS_PER_SECOND="1000", MAX_FRAME_PIXELS="400000"
+    )
     try:
         async with Peer(running.url) as first, Peer(running.url) as second:
             await first.expect("status")
@@ -80,6 +84,9 @@ async def test_frame_rate_and_connections_per_ip_are_limited(model_dir: Path, he
             await asyncio.sleep(0.3)
             assert "label" in await first.predict(hello_jpegs[1])  # refused frames don't end the stream
             assert "label" in await second.predict(hello_jpegs[1])  # and don't touch other clients
+            wide = cv2.imencode(".jpg", np.zeros((500, 1000, 3), np.uint8))[1].tobytes()  # 500,000 pixels
+            await second.send_jpeg(wide)
+            assert (await second.expect("error"))["code"] == "image_too_large"
         async with Peer(running.url) as again:  # the address's places are freed on disconnect
             assert await again.expect("status") == {"message": "ready"}
         codes = httpx.get(f"{running.url}/metrics").text

@@ -38,7 +38,7 @@ def test_reference_names_are_read() -> None:
         ("EXECUTION_PROVIDER", "tpu"), ("PREDICTION_THRESHOLD", "1.5"), ("TF_INTRA_OP_THREADS", "-1"),
         ("CORS_ORIGINS", " , "), ("USE_DUMMY_MODEL", "maybe"), ("WINDOW_SECONDS", "-1"),
         ("MAX_FPS", "0"), ("MAX_CONNECTIONS_PER_IP", "0"), ("LOG_FORMAT", "xml"),
-        ("AUTH_TOKENS_FILE", "/nonexistent/tokens"),
+        ("AUTH_TOKENS_FILE", "/nonexistent/tokens"), ("MAX_FRAME_PIXELS", "0"), ("MAX_FRAME_PIXELS", "16777217"),
     ],
 )  # fmt: skip
 def test_bad_values_are_refused_with_the_variable_named(name: str, value: str) -> None:
