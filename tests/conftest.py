@@ -107,18 +107,24 @@ def start_server(model_dir: Path, **env: str) -> ServerProcess:
         cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    wait_healthy(url, process, 60, "server")
+    return ServerProcess(url, process)
+
+
+def wait_healthy(url: str, process: subprocess.Popen[str], seconds: float, what: str) -> None:
+    """Until `url`/healthz answers 200; the process's output in the error if it exits or never does."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}: {process.communicate()[0][-3000:]}")
+            raise RuntimeError(f"{what} exited with {process.returncode}: {process.communicate()[0][-3000:]}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return ServerProcess(url, process)
+                return
         except httpx.HTTPError:
             pass
-        time.sleep(0.1)
+        time.sleep(0.05)
     process.kill()
-    raise RuntimeError("server did not become healthy within 60 s")
+    raise RuntimeError(f"{what} did not answer /healthz within {seconds:g} s: {process.communicate()[0][-3000:]}")
 
 
 @pytest.fixture(scope="session")

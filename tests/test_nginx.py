@@ -31,7 +31,7 @@ import httpx
 import pytest
 import socketio
 
-from tests.conftest import ROOT, ServerProcess, free_port, start_server
+from tests.conftest import ROOT, ServerProcess, free_port, start_server, wait_healthy
 
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 TRANSPORTS = ("websocket", "polling")
@@ -104,18 +104,11 @@ def start_nginx(binary: Path, upstream_ports: list[int], folder: Path) -> Nginx:
         [*command, "-g", "daemon off;"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"nginx exited with {process.returncode}: {process.communicate()[0][-3000:]}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return Nginx(url, process, folder)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"nginx did not answer /healthz within 15 s:\n{(folder / 'error.log').read_text()[-3000:]}")
+    try:
+        wait_healthy(url, process, 15, "nginx")
+    except RuntimeError as error:
+        raise RuntimeError(f"{error}\n{(folder / 'error.log').read_text()[-3000:]}") from None
+    return Nginx(url, process, folder)
 
 
 class LogDrain:
