@@ -26,6 +26,7 @@ def _session(path: Path, provider: str = "CPUExecutionProvider", threads: int = 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the server runs it
     return ort.InferenceSession(str(path), options, providers=[provider])
 
 
@@ -69,14 +70,18 @@ def quantize_encoder(encoder: Path, calibration_frames: np.ndarray, out: Path) -
         )
 
 
-def _median_ms(session: Any, frames: np.ndarray, rounds: int = 20) -> float:
-    session.run(None, {"frames": frames})
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
+def _median_ms(sessions: list[Any], frames: np.ndarray, rounds: int = 25) -> list[float]:
+    """Median ms per run of each session, interleaved round by round, so that whatever else the
+    machine does (the TensorFlow of the conversion itself) weighs on every session alike."""
+    for session in sessions:
         session.run(None, {"frames": frames})
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
+    times: list[list[float]] = [[] for _ in sessions]
+    for _ in range(rounds):
+        for session, series in zip(sessions, times, strict=True):
+            start = time.perf_counter()
+            session.run(None, {"frames": frames})
+            series.append((time.perf_counter() - start) * 1e3)
+    return [float(np.median(series)) for series in times]
 
 
 def measure_variant(
@@ -91,7 +96,7 @@ def measure_variant(
     cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
     pa = head_session.run(None, {"embeddings": a.reshape(len(windows), windows.shape[1], -1)})[0]
     pb = head_session.run(None, {"embeddings": b.reshape(len(windows), windows.shape[1], -1)})[0]
-    fp32_ms, variant_ms = _median_ms(fp32, frames[:1]), _median_ms(other, frames[:1])
+    fp32_ms, variant_ms = _median_ms([fp32, other], frames[:1])
     agreement = float(np.mean(pa.argmax(1) == pb.argmax(1)))
     return {
         "file": variant.name,
