@@ -44,7 +44,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 class LoadState:
     error: str | None = None
     task: asyncio.Task[None] | None = None
-    drain: asyncio.Task[None] | None = None
+    drain: asyncio.Task[None] | None = None  # held here: the event loop keeps only weak references
 
 
 def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio.ASGIApp:

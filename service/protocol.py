@@ -396,8 +396,9 @@ class SignProtocol:
     async def drain(self, timeout: float) -> None:
         """Graceful shutdown: refuse new connections, tell every client (`status` shutdown), answer
         the frames already received (at most `timeout` seconds), then close each client's Engine.IO
-        connection, so Socket.IO clients reconnect on their own (through a load balancer, to another
-        worker) instead of treating it as a deliberate server disconnect."""
+        connection rather than send a Socket.IO disconnect, which clients take as final: the browser
+        client then reconnects by itself (through a load balancer, to another process); the Python
+        client treats any server close as final and must reconnect on the `status`."""
         self.closing = True
         started = time.monotonic()
         clients = list(self.clients.values())
