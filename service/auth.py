@@ -80,7 +80,7 @@ def require_token(app: ASGIApp, tokens: Tokens) -> ASGIApp:
         if not tokens.valid(token):
             await _unauthorized(send)
             return
-        if token is None or "token=" not in query_string:
+        if "token" not in parse_qs(query_string):  # not given in the URL: nothing to remember
             await app(scope, receive, send)
             return
 
