@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import httpx
 
 from benchmarks.loadgen import browser_jpegs, run_load
-from tests.conftest import free_port
+from tests.conftest import ServerProcess, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ROOT.parent / "shared" / "data" / "clips"
@@ -36,23 +35,18 @@ CONFIGS: dict[str, tuple[dict[str, str], int]] = {
 }
 
 
-def serve(env: dict[str, str], workers: int, model: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    environment = {**os.environ, "MODEL": model, "LOG_LEVEL": "warning", "MAX_CONNECTIONS_PER_IP": "1000", **env}
-    command = [sys.executable, "cli.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+def serve(env: dict[str, str], workers: int, model: str) -> ServerProcess:
+    limits = {"MAX_CONNECTIONS_PER_IP": "1000"}
+    server = start_server(ROOT / "model", workers=workers, MODEL=model, LOG_LEVEL="warning", **limits, **env)
+    # start_server waits for one healthy worker; the kernel spreads connections over them, so ask a
+    # few times in a row until every worker has loaded the model.
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        try:
-            # Every worker must be up: ask a few times (the kernel spreads connections over them).
-            if all(httpx.get(f"{url}/healthz", timeout=1).status_code == 200 for _ in range(4 * workers)):
-                return process, url
-        except httpx.HTTPError:
-            pass
+        if all(httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200 for _ in range(4 * workers)):
+            return server
         time.sleep(0.3)
-    process.kill()
-    raise RuntimeError(f"server with {env} x{workers} did not start")
+    server.stop()
+    raise RuntimeError(f"server with {env} x{workers}: not every worker became healthy")
 
 
 def measure(clients: int, seconds: float, rounds: int, model: str) -> dict[str, Any]:
@@ -60,13 +54,12 @@ def measure(clients: int, seconds: float, rounds: int, model: str) -> dict[str, 
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGS}
     for _ in range(rounds):
         for name, (env, workers) in CONFIGS.items():
-            process, url = serve(env, workers, model)
+            server = serve(env, workers, model)
             try:
-                asyncio.run(run_load(url, frames, clients=clients, fps=25, seconds=3))  # warm-up
-                result = asyncio.run(run_load(url, frames, clients=clients, fps=25, seconds=seconds))
+                asyncio.run(run_load(server.url, frames, clients=clients, fps=25, seconds=3))  # warm-up
+                result = asyncio.run(run_load(server.url, frames, clients=clients, fps=25, seconds=seconds))
             finally:
-                process.terminate()
-                process.wait(30)
+                server.stop()
             runs[name].append(result.as_dict())
             print(name, result.latency_ms, "lost", result.lost, file=sys.stderr)
     summary = {

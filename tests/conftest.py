@@ -92,7 +92,7 @@ class ServerProcess:
         return out
 
 
-def start_server(model_dir: Path, **env: str) -> ServerProcess:
+def start_server(model_dir: Path, workers: int = 1, **env: str) -> ServerProcess:
     """`python cli.py serve` as a real process on a free port; waits until /healthz says ok."""
     port = free_port()
     environment = {
@@ -103,7 +103,7 @@ def start_server(model_dir: Path, **env: str) -> ServerProcess:
         **env,
     }
     process = subprocess.Popen(
-        [sys.executable, "cli.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "cli.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
         cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
