@@ -22,7 +22,7 @@ from typing import Any
 import socketio
 
 from service.auth import UNAUTHORIZED_MESSAGE, Tokens, token_from_connect
-from service.frames import FrameError, check_image_header, payload_bytes
+from service.frames import FrameError, payload_bytes
 from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import Settings
@@ -280,10 +280,12 @@ class SignProtocol:
 
     async def on_frame(self, sid: str, payload: Any = None, *extra: Any) -> None:
         """A frame the stream samples goes to the client's worker (bounded queue, oldest dropped);
-        any other frame is answered at once with the newest window's prediction, so it never waits
-        behind a frame that is being encoded."""
+        any other frame is decoded (off the event loop, like a sampled one) and answered with the
+        newest window's prediction, so it never waits behind a frame that is being encoded. Every
+        frame is decoded either way: whether a broken one gets its error does not depend on timing."""
         client = self.clients.get(sid)
-        if client is None:
+        pipeline = self.pipeline
+        if client is None or pipeline is None:
             return
         client.stats.frames += 1
         self.totals.frames += 1
@@ -302,7 +304,7 @@ class SignProtocol:
             return
         frame_id = frame_id_of(payload)
         try:
-            check_image_header(payload_bytes(payload, self.settings.max_frame_bytes), self.settings.max_frame_pixels)
+            await pipeline.decode(payload_bytes(payload, self.settings.max_frame_bytes))
         except FrameError as error:
             await self._send_error(client, error, frame_id)
             return

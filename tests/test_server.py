@@ -188,3 +188,46 @@ async def test_readyz_and_prometheus_metrics(server: ServerProcess, hello_jpegs:
     assert values["signstream_encoder_batch_size_count"] >= 3
     assert values["signstream_frames_received_total"] <= health["frames"]  # one source of truth
     assert 'signstream_model_info{encoder="fp32",name="WLASL20c"' in text
+
+
+def broken_jpegs(jpeg: bytes) -> list[bytes]:
+    """Frames with a real JPEG header that cv2.imdecode cannot decode: the JPEG cut to a quarter, and
+    its header (up to the start of scan) followed by random bytes."""
+    start_of_scan = jpeg.find(b"\xff\xda")
+    noise = np.random.default_rng(7).integers(0, 256, len(jpeg), dtype=np.uint8).tobytes()
+    return [jpeg[: len(jpeg) // 4], jpeg[:start_of_scan] + noise]
+
+
+async def test_a_broken_frame_gets_an_error_whether_it_is_sampled_or_not(
+    model_dir: Path, hello_jpegs: list[bytes]
+) -> None:
+    """With sampling on (the default EMBEDDINGS_PER_SECOND), most frames are not encoded, but every
+    frame is decoded: a broken one is answered with `undecodable_image` however it was scheduled."""
+    from service.frames import FrameError, check_image_header, decode_image
+
+    broken = broken_jpegs(hello_jpegs[0])
+    for data in broken:  # the local oracle: the header passes, the decode does not
+        check_image_header(data)
+        with pytest.raises(FrameError, match="could not be decoded"):
+            decode_image(data)
+    running = start_server(model_dir, ERRORS_PER_SECOND="1000", MAX_FPS="1000")
+    try:
+        async with Peer(running.url) as peer:
+            await peer.expect("status")
+            start = asyncio.get_running_loop().time()
+            sent_broken: list[str] = []
+            for i, jpeg in enumerate(hello_jpegs[:50]):
+                await asyncio.sleep(max(0.0, start + i / 25 - asyncio.get_running_loop().time()))
+                await peer.sio.emit("frame", {"image": jpeg, "id": i})
+                bad = broken[i % 2]
+                await peer.sio.emit("frame", {"image": bad, "id": f"broken-{i}"})
+                sent_broken.append(f"broken-{i}")
+            replies = [await peer.next() for _ in range(100)]
+        answers = {data["id"]: data.get("code", event) for event, data in replies}
+        assert len(answers) == 100
+        assert {i: answers[i] for i in range(50)} == dict.fromkeys(range(50), "prediction")
+        assert {b: answers[b] for b in sent_broken} == dict.fromkeys(sent_broken, "undecodable_image")
+        health = httpx.get(f"{running.url}/healthz").json()
+        assert health["predictions"] == 50 and health["errors"] == 50
+    finally:
+        running.stop()
