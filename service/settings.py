@@ -129,6 +129,11 @@ def _tokens(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _optional_path(value: str) -> Path | None:
+    """A file name; empty means unset (as `.env.example` lists it)."""
+    return Path(value) if value.strip() else None
+
+
 def _read_tokens(path: Path) -> tuple[str, ...]:
     """One token per line; blank lines and lines starting with '#' are ignored."""
     try:
@@ -176,7 +181,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MAX_FPS": ("max_fps", _positive(float)),
     "MAX_CONNECTIONS_PER_IP": ("max_connections_per_ip", _positive(int)),
     "AUTH_TOKENS": ("auth_tokens", _tokens),
-    "AUTH_TOKENS_FILE": ("auth_tokens_file", Path),
+    "AUTH_TOKENS_FILE": ("auth_tokens_file", _optional_path),
     "SIGN_ENTER_FRAMES": ("sign_enter_frames", _positive(int)),
     "SIGN_EXIT_FRAMES": ("sign_exit_frames", _positive(int)),
     "SIGN_MIN_SCORE": ("sign_min_score", _probability),

@@ -66,3 +66,21 @@ def test_auth_tokens_from_the_variable_and_a_file_and_never_in_repr(tmp_path: Pa
     tokens.write_text("# only a comment\n")
     with pytest.raises(SettingsError, match="holds no token"):
         load_settings({"AUTH_TOKENS_FILE": str(tokens)}, env_file=None)
+
+
+def test_env_example_lists_every_setting_with_its_default_and_a_comment() -> None:
+    from dataclasses import fields
+
+    from dotenv import dotenv_values
+
+    from service.settings import _ENV
+
+    example = Path(__file__).resolve().parents[1] / ".env.example"
+    values = dotenv_values(example)
+    assert set(values) == set(_ENV)  # every variable the loader reads, and nothing else
+    assert {_ENV[name][0] for name in values} == {f.name for f in fields(Settings)}
+    assert load_settings({}, env_file=example) == Settings()  # it parses, and every value is the default
+    lines = example.read_text().splitlines()
+    for name in values:
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"{name}="))
+        assert at > 0 and lines[at - 1].startswith("# ") and len(lines[at - 1]) > 4, f"{name} has no comment"
