@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 import socketio
-from litestar import Litestar, get
+from litestar import Litestar, MediaType, get, head
 from litestar.config.cors import CORSConfig
 from litestar.response import Response
 from litestar.static_files import create_static_files_router
@@ -120,6 +120,12 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
             }
         )
 
+    @head("/healthz", sync_to_thread=False)
+    def healthz_head() -> Response[None]:
+        """HEAD /healthz (load balancers, `curl -I`): the status GET would answer, without the body."""
+        status = 200 if protocol.pipeline is not None else 503
+        return Response(None, status_code=status, headers={"content-type": MediaType.JSON.value})
+
     @get("/readyz", sync_to_thread=False)
     def readyz() -> Response[dict[str, Any]]:
         """Ready to serve: the model is loaded and the engine's batch loops are running."""
@@ -130,7 +136,8 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
 
     @get("/metrics", sync_to_thread=False)
     def metrics_endpoint() -> Response[bytes]:
-        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
+        # As a header: from `media_type`, Litestar would append a second "; charset=utf-8".
+        return Response(metrics.render(), headers={"content-type": METRICS_CONTENT_TYPE})
 
     @get("/labels", sync_to_thread=False)
     def labels() -> Response[dict[str, str]]:
@@ -142,6 +149,7 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
     http_app = Litestar(
         route_handlers=[
             healthz,
+            healthz_head,
             readyz,
             metrics_endpoint,
             labels,

@@ -34,6 +34,7 @@ async def test_503_while_loading_then_ok(model_dir: Path) -> None:
                 await asyncio.sleep(0.05)
             response = await http.get(f"{url}/healthz")
             assert (response.status_code, response.json()) == (503, {"status": "loading"})
+            assert (await http.head(f"{url}/healthz")).status_code == 503
             async with Peer(url) as early:  # clients are told, not left hanging
                 assert (await early.expect("error"))["code"] == "loading"
             release.set()
@@ -43,6 +44,7 @@ async def test_503_while_loading_then_ok(model_dir: Path) -> None:
                     break
                 await asyncio.sleep(0.05)
             assert response.json()["status"] == "ok"
+            assert (await http.head(f"{url}/healthz")).status_code == 200
     finally:
         release.set()
         server.should_exit = True

@@ -231,3 +231,11 @@ async def test_a_broken_frame_gets_an_error_whether_it_is_sampled_or_not(
         assert health["predictions"] == 50 and health["errors"] == 50
     finally:
         running.stop()
+
+
+def test_head_healthz_and_the_metrics_content_type(server: ServerProcess) -> None:
+    head = httpx.head(f"{server.url}/healthz")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == httpx.get(f"{server.url}/healthz").headers["content-type"]
+    content_type = httpx.get(f"{server.url}/metrics").headers["content-type"]
+    assert content_type.startswith("text/plain; version=0.0.4") and content_type.count("charset=utf-8") == 1
