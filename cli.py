@@ -27,6 +27,22 @@ def _settings() -> Any:
         _fail(str(exc))
 
 
+def _check_port(host: str, port: int) -> None:
+    """Fail with one line unless a server could listen on host:port (bound as uvicorn binds it)."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                _fail(f"port {port} is already in use on {host}: stop what listens there or choose another --port")
+            _fail(f"cannot listen on {host} port {port}: {exc.strerror or exc}")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "0.0.0.0",
@@ -42,6 +58,7 @@ def serve(
     from service.logs import configure_logging
 
     settings = _settings()
+    _check_port(host, port)  # before the model is touched: a server that cannot listen must not load it
     try:
         check_model(settings)
         choose_providers(settings.execution_provider)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLIPS, ROOT
+from tests.conftest import CLIPS, ROOT, free_port
 
 
 def run_cli(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
@@ -21,7 +23,7 @@ def run_cli(*args: str, timeout: float = 120, **env: str) -> subprocess.Complete
 
 
 def test_serve_without_a_model_exits_with_one_clear_line(tmp_path: Path) -> None:
-    result = run_cli("serve", "--port", "1", MODEL_PATH=str(tmp_path / "missing.h5"))
+    result = run_cli("serve", "--port", str(free_port()), MODEL_PATH=str(tmp_path / "missing.h5"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -29,7 +31,8 @@ def test_serve_without_a_model_exits_with_one_clear_line(tmp_path: Path) -> None
 
 
 def test_serve_without_landmark_files_names_the_commands(tmp_path: Path) -> None:
-    result = run_cli("serve", "--port", "1", MODEL="landmarks", MODEL_PATH=str(tmp_path / "WLASL20c_model.h5"))
+    model_path = str(tmp_path / "WLASL20c_model.h5")
+    result = run_cli("serve", "--port", str(free_port()), MODEL="landmarks", MODEL_PATH=model_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -49,7 +52,7 @@ def test_serve_refuses_bad_settings(model_dir: Path, env: dict[str, str], messag
 
     if "CUDAExecutionProvider" in ort.get_available_providers() and "EXECUTION_PROVIDER" in env:
         pytest.skip("this machine has CUDA")
-    result = run_cli("serve", "--port", "1", MODEL_PATH=str(model_dir / "WLASL20c_model.h5"), **env)
+    result = run_cli("serve", "--port", str(free_port()), MODEL_PATH=str(model_dir / "WLASL20c_model.h5"), **env)
     assert result.returncode != 0
     assert message in result.stderr or message in result.stdout
 
@@ -64,3 +67,21 @@ def test_predict_streams_a_clip_through_the_server_pipeline(model_dir: Path) -> 
     assert all(step["label"] == "none" and step["score"] == 0.0 for step in timeline[:9])
     assert any(step["score"] > 0 for step in timeline[9:])
     assert report["label"] in {step["label"] for step in timeline} | {"none"}
+
+
+def test_serve_on_a_port_in_use_fails_at_once_naming_the_port(model_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = run_cli(
+            "serve", "--host", "127.0.0.1", "--port", str(port), timeout=60,
+            MODEL_PATH=str(model_dir / "WLASL20c_model.h5"), LOG_LEVEL="debug",
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 1, lines  # nothing else: no uvicorn start-up, no model loading
+    assert lines[0].startswith("signstream: error:") and f"port {port}" in lines[0] and "in use" in lines[0]
+    assert elapsed < 10
