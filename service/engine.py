@@ -207,12 +207,36 @@ class ImageRecognizer:
         return np.asarray(out, dtype=np.float32)
 
 
+LANDMARK_HINT = (
+    "point MODEL_PATH at a file in the folder that holds landmarks/ (the repository's is ./model/WLASL20c_model.h5), "
+    "or build it with `python -m convert.mediapipe_models` (front end) and `python cli.py train --model landmarks`"
+)
+
+
+def landmark_model_dir(settings: Settings) -> Path:
+    """MODEL=landmarks reads its files from the `landmarks` folder beside MODEL_PATH. When that folder
+    is not there, fail with one line naming the path that is missing: MODEL_PATH itself (and its
+    folder) when it does not exist, else the landmarks folder (which files are missing in a folder
+    that is there is check_landmark_files' to say)."""
+    folder = settings.model_dir / "landmarks"
+    if folder.is_dir():
+        return folder
+    model_path = settings.model_path
+    if not model_path.exists():
+        parent = "" if settings.model_dir.is_dir() else f", nor does its folder {settings.model_dir}"
+        raise ModelError(
+            f"MODEL=landmarks but MODEL_PATH={model_path} does not exist{parent} "
+            f"(the landmark model is read from {folder}, beside it): {LANDMARK_HINT}"
+        )
+    raise ModelError(f"MODEL=landmarks but there is no {folder} beside MODEL_PATH={model_path}: {LANDMARK_HINT}")
+
+
 def check_model(settings: Settings) -> None:
     """Fail with one clear line unless the model MODEL names can be served (cheap, before start-up)."""
     if settings.model == "landmarks":
         from service.landmarks import check_landmark_files
 
-        check_landmark_files(settings.model_dir / "landmarks")
+        check_landmark_files(landmark_model_dir(settings))
     else:
         check_model_files(settings.model_path)
 
@@ -223,7 +247,7 @@ def load_recognizer(settings: Settings) -> Recognizer:
     if settings.model == "landmarks":
         from service.landmarks import LandmarkRecognizer
 
-        recognizer = LandmarkRecognizer(settings.model_dir / "landmarks", settings)
+        recognizer = LandmarkRecognizer(landmark_model_dir(settings), settings)
     else:
         recognizer = ImageRecognizer(check_model_files(settings.model_path), settings)
     warm_up(recognizer)

@@ -31,12 +31,14 @@ def test_serve_without_a_model_exits_with_one_clear_line(tmp_path: Path) -> None
 
 
 def test_serve_without_landmark_files_names_the_commands(tmp_path: Path) -> None:
+    (tmp_path / "landmarks").mkdir()  # the folder is there, its files are not
     model_path = str(tmp_path / "WLASL20c_model.h5")
     result = run_cli("serve", "--port", str(free_port()), MODEL="landmarks", MODEL_PATH=model_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "MODEL=landmarks but" in lines[0] and "python cli.py train --model landmarks" in lines[0]
+    assert "sequence.onnx" in lines[0] and str(tmp_path / "landmarks") in lines[0]
 
 
 @pytest.mark.parametrize(
@@ -85,3 +87,26 @@ def test_serve_on_a_port_in_use_fails_at_once_naming_the_port(model_dir: Path) -
     assert len(lines) == 1, lines  # nothing else: no uvicorn start-up, no model loading
     assert lines[0].startswith("signstream: error:") and f"port {port}" in lines[0] and "in use" in lines[0]
     assert elapsed < 10
+
+
+@pytest.mark.parametrize("missing", ["file", "folder"])
+def test_serve_with_landmarks_and_a_missing_model_path_names_that_path(tmp_path: Path, missing: str) -> None:
+    """MODEL=landmarks reads MODEL_PATH's folder (its landmarks/ beside the h5): when MODEL_PATH does
+    not exist, say so, rather than list the landmark files missing in a folder that was never there."""
+    from service.engine import ModelError, load_recognizer
+    from service.settings import load_settings
+
+    model_path = tmp_path / "WLASL20c_model.h5" if missing == "file" else tmp_path / "nowhere" / "WLASL20c_model.h5"
+    result = run_cli("serve", "--port", str(free_port()), MODEL="landmarks", MODEL_PATH=str(model_path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert f"MODEL_PATH={model_path} does not exist" in lines[0], lines[0]
+    assert str(model_path.parent / "landmarks") in lines[0]
+    assert not any(name in lines[0] for name in ("sequence.onnx", "palm_detection", "hand_landmark"))
+    if missing == "folder":
+        assert f"nor does its folder {model_path.parent}" in lines[0]
+    settings = load_settings({"MODEL": "landmarks", "MODEL_PATH": str(model_path)}, env_file=None)
+    with pytest.raises(ModelError) as loading:  # the server's own loader says the same
+        load_recognizer(settings)
+    assert str(loading.value) == lines[0].removeprefix("signstream: error: ")
