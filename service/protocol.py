@@ -162,6 +162,7 @@ class Totals:
 
 
 FrameId = int | str | None
+MAX_ID_LENGTH = 64  # characters of a string `id`; a longer one gets `bad_id`
 
 
 def frame_id_of(payload: Any) -> FrameId:
@@ -173,7 +174,12 @@ def frame_id_of(payload: Any) -> FrameId:
     value = payload.get("id")
     if isinstance(value, bool) or not isinstance(value, int | str):
         return None
-    return value if not isinstance(value, str) or len(value) <= 64 else None
+    return value if not isinstance(value, str) or len(value) <= MAX_ID_LENGTH else None
+
+
+def has_over_long_id(payload: Any) -> bool:
+    """An `id` string too long to echo: the frame is answered with `bad_id` (not silently untagged)."""
+    return isinstance(payload, dict) and isinstance(payload.get("id"), str) and len(payload["id"]) > MAX_ID_LENGTH
 
 
 def with_id(event: dict[str, object], frame_id: FrameId) -> dict[str, object]:
@@ -292,6 +298,10 @@ class SignProtocol:
         arrived = time.monotonic()
         if extra:  # `emit("frame", a, b)`: not a frame the protocol knows
             await self._send_error(client, FrameError("bad_payload", "a frame is one object"), frame_id_of(payload))
+            return
+        if has_over_long_id(payload):  # answered without the id: it is what cannot be echoed
+            message = f"'id' must be an integer or a string of at most {MAX_ID_LENGTH} characters; frame not used"
+            await self._send_error(client, FrameError("bad_id", message))
             return
         if not client.frame_rate.allow():
             limit = f"more than {self.settings.max_fps:g} frames per second; this frame was not used"

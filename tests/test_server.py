@@ -239,3 +239,14 @@ def test_head_healthz_and_the_metrics_content_type(server: ServerProcess) -> Non
     assert head.headers["content-type"] == httpx.get(f"{server.url}/healthz").headers["content-type"]
     content_type = httpx.get(f"{server.url}/metrics").headers["content-type"]
     assert content_type.startswith("text/plain; version=0.0.4") and content_type.count("charset=utf-8") == 1
+
+
+async def test_an_over_long_frame_id_gets_a_coded_error(server: ServerProcess, hello_jpegs: list[bytes]) -> None:
+    async with Peer(server.url) as peer:
+        await peer.expect("status")
+        await peer.sio.emit("frame", {"image": hello_jpegs[0], "id": "x" * 65})
+        error = await peer.expect("error")
+        assert error["code"] == "bad_id" and "64" in error["message"] and "id" not in error
+        await peer.sio.emit("frame", {"image": hello_jpegs[0], "id": "y" * 64})  # the longest allowed
+        assert (await peer.expect("prediction"))["id"] == "y" * 64
+        assert peer.sio.connected
