@@ -274,14 +274,16 @@ def client(
     url: Annotated[str, typer.Option(help="Server URL.")] = "http://127.0.0.1:8000",
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON line per event, no live view.")] = False,
     topk: Annotated[int, typer.Option(help="Ask for the k most probable labels (0 = off).")] = 3,
-    fps: Annotated[float, typer.Option(help="Frames per second.")] = 25.0,
+    fps: Annotated[
+        float | None, typer.Option(help="Frames per second (default: the clip's own rate; 25 for a camera).")
+    ] = None,
 ) -> None:
     """Stream a clip or a camera to a server like the browser page does; show labels, signs, latency."""
     from service.client import ClientConfig, ClientError, camera_frames, run_client, video_frames
 
     if (video is None) == (camera is None):
         _fail("give exactly one of --video FILE|DIR or --camera N")
-    if topk < 0 or fps <= 0:
+    if topk < 0 or (fps is not None and fps <= 0):
         _fail("--topk must be >= 0 and --fps > 0")
     source = str(video) if video is not None else f"camera {camera}"
     try:

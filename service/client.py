@@ -1,9 +1,9 @@
 """`cli client`: a Python Socket.IO client that streams frames like the browser demo page does.
 
 Frames (a clip, a folder of clips, or a camera) are resized to 640x480, encoded as JPEG quality 80
-and sent as binary `frame` events with an `id`, paced at 25 fps; the client opts in to `top` and `sign`
-events and measures each frame's latency from its `id`. Output: a live terminal view, or one JSON
-line per event (`--json`).
+and sent as binary `frame` events with an `id`, paced at each clip's own frame rate (a camera's at
+25 fps; `fps` overrides both); the client opts in to `top` and `sign` events and measures each frame's
+latency from its `id`. Output: a live terminal view, or one JSON line per event (`--json`).
 """
 
 from __future__ import annotations
@@ -22,10 +22,14 @@ import cv2
 import numpy as np
 import socketio
 
-from service.preprocess import iter_clip_frames
+from service.preprocess import clip_fps, iter_clip_frames
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 MAX_IN_FLIGHT = 4  # frames sent but not answered; beyond this a frame is skipped, like the demo page
+CAMERA_FPS = 25.0  # what the browser page sends
+
+# A frame and the rate its source runs at (frames per second), which paces its sending.
+Frames = Iterator[tuple[np.ndarray, float]]
 
 
 class ClientError(RuntimeError):
@@ -35,7 +39,7 @@ class ClientError(RuntimeError):
 @dataclass(frozen=True)
 class ClientConfig:
     url: str = "http://127.0.0.1:8000"
-    fps: float = 25.0
+    fps: float | None = None  # None: each frame's source rate (a clip's own fps)
     topk: int = 3
     signs: bool = True
     size: tuple[int, int] = (640, 480)
@@ -43,8 +47,9 @@ class ClientConfig:
     drain_seconds: float = 5.0  # how long to wait for the last replies once the frames run out
 
 
-def video_frames(path: Path) -> Iterator[np.ndarray]:
-    """The frames of a clip, or of every clip in a folder (sorted); checks the path at once."""
+def video_frames(path: Path) -> Frames:
+    """The frames of a clip, or of every clip in a folder (sorted), each with its clip's frame rate
+    (`clip_fps`: 25 when the file does not say); checks the path at once."""
     if path.is_dir():
         clips = sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
         if not clips:
@@ -56,15 +61,17 @@ def video_frames(path: Path) -> Iterator[np.ndarray]:
     return _read_clips(clips)
 
 
-def _read_clips(clips: list[Path]) -> Iterator[np.ndarray]:
+def _read_clips(clips: list[Path]) -> Frames:
     for clip in clips:
+        fps = clip_fps(clip)
         try:
-            yield from iter_clip_frames(clip)
+            for frame in iter_clip_frames(clip):
+                yield frame, fps
         except ValueError as exc:
             raise ClientError(str(exc)) from None
 
 
-def camera_frames(index: int) -> Iterator[np.ndarray]:
+def camera_frames(index: int) -> Frames:
     capture = cv2.VideoCapture(index)
     if not capture.isOpened():
         raise ClientError(f"cannot open camera {index}")
@@ -73,7 +80,7 @@ def camera_frames(index: int) -> Iterator[np.ndarray]:
             ok, frame = capture.read()
             if not ok:
                 raise ClientError(f"camera {index} stopped delivering frames")
-            yield frame
+            yield frame, CAMERA_FPS
     finally:
         capture.release()
 
@@ -190,12 +197,13 @@ class StreamClient:
         self._closed.set()
         self._ready.set()
 
-    async def run(self, frames: Iterator[np.ndarray]) -> ClientState:
+    async def run(self, frames: Frames) -> ClientState:
         config = self.config
         auth = {"topk": config.topk, "signs": config.signs}
         try:
             await self.sio.connect(config.url, transports=["websocket"], auth=auth, wait_timeout=10)
         except socketio.exceptions.ConnectionError as exc:
+            await self._close()
             raise ClientError(f"cannot connect to {config.url}: {exc}") from None
         try:
             await asyncio.wait_for(self._ready.wait(), 30)
@@ -207,19 +215,26 @@ class StreamClient:
                 await asyncio.sleep(0.02)
             await asyncio.sleep(0.2)  # a `sign` that follows the last prediction
         finally:
-            if self.sio.connected:
-                await self.sio.disconnect()
+            await self._close()
         return self.state
 
-    async def _stream(self, frames: Iterator[np.ndarray]) -> None:
+    async def _close(self) -> None:
+        """Disconnect, and close the aiohttp session python-engineio opened for the connection: it
+        stays open (and aiohttp warns "Unclosed client session" at exit) when the connect failed."""
+        if self.sio.connected:
+            await self.sio.disconnect()
+        await self.sio.eio.disconnect(abort=True)  # when not connected, only closes the session
+
+    async def _stream(self, frames: Frames) -> None:
         config, state = self.config, self.state
-        interval = 1.0 / config.fps
         next_at = time.perf_counter()
         frame_id = 0
         while not self._closed.is_set():
-            frame = await asyncio.to_thread(next, frames, None)
-            if frame is None:
+            item = await asyncio.to_thread(next, frames, None)
+            if item is None:
                 return
+            frame, source_fps = item
+            interval = 1.0 / (config.fps or source_fps)
             delay = next_at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -274,7 +289,7 @@ def render(state: ClientState, source: str) -> Any:
     return Panel(body, title=f"signstream — {source}", border_style="cyan")
 
 
-async def run_client(frames: Iterator[np.ndarray], config: ClientConfig, as_json: bool, source: str) -> ClientState:
+async def run_client(frames: Frames, config: ClientConfig, as_json: bool, source: str) -> ClientState:
     if as_json:
         client = StreamClient(config, json_sink())
         state = await client.run(frames)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
+
 from service.client import video_frames
+from service.preprocess import clip_fps
 from tests.conftest import ROOT, start_server
 from tests.fixture_model import CLIPS
 
@@ -66,3 +70,37 @@ def test_client_reports_an_unreachable_server_and_bad_arguments() -> None:
     assert result.returncode == 2 and "exactly one of" in result.stderr
     result = run_client("--video", str(CLIPS / "no-such-clip.mp4"), "--json")
     assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def test_client_closes_its_session_when_the_server_is_unreachable() -> None:
+    clip = sorted((CLIPS / "hello").glob("*.mp4"))[0]
+    result = run_client("--video", str(clip), "--url", "http://127.0.0.1:9", "--json")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "signstream: error: cannot connect to http://127.0.0.1:9: Connection error"
+    ]
+    assert "Unclosed" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("fps", [None, 20.0])
+def test_client_paces_a_clip_at_its_own_frame_rate_unless_told(model_dir: Path, fps: float | None) -> None:
+    """A 10 fps clip is sent at 10 fps (not 25); `--fps` overrides. Timed from the replies' arrival."""
+    clip = CLIPS / "clothes" / "robert-gif.mp4"
+    assert clip_fps(clip) == 10.0
+    frames = sum(1 for _ in video_frames(clip))
+    server = start_server(model_dir)
+    try:
+        args = [sys.executable, "cli.py", "client", "--video", str(clip), "--url", server.url, "--json"]
+        args += ["--fps", str(fps)] if fps else []
+        client = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        arrivals = []
+        assert client.stdout is not None
+        for line in client.stdout:
+            if json.loads(line)["event"] == "prediction":
+                arrivals.append(time.monotonic())
+        assert client.wait(60) == 0, client.stderr.read() if client.stderr else ""
+    finally:
+        server.stop()
+    assert len(arrivals) == frames
+    expected = (frames - 1) / (fps or 10.0)  # 2.9 s at the clip's 10 fps; 1.16 s at 25
+    assert expected * 0.85 < arrivals[-1] - arrivals[0] < expected * 1.25, (arrivals[-1] - arrivals[0], expected)
