@@ -102,8 +102,13 @@ def convert(
     from convert.keras_to_onnx import convert as run_convert
 
     with console.status("converting") as status:
+
+        def progress(message: str) -> None:
+            status.update(message)
+            console.log(message)
+
         try:
-            report = run_convert(h5, out, clips or DEFAULT_CLIPS, progress=lambda m: (status.update(m), console.log(m)))
+            report = run_convert(h5, out, clips or DEFAULT_CLIPS, progress=progress)
         except (ArchitectureError, FileNotFoundError) as exc:
             _fail(str(exc))
     parity = report["parity"]
