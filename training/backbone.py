@@ -28,7 +28,7 @@ Input range of the TFLite model -- what the file does and does not tell (measure
 We therefore default to ``source_range="-1,1"`` (the backbone's pretraining range, best for using
 it as a feature extractor) and keep ``"0,1"`` selectable (reproduces how the file was run).
 
-Run: ``TF_USE_LEGACY_KERAS=1 python -m training.backbone --out /work/cache/backbone_weights.h5``
+Run: ``TF_USE_LEGACY_KERAS=1 python -m training.backbone --out backbone_weights.h5``
 """
 
 from __future__ import annotations
@@ -50,9 +50,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from training.catalogue import CLIPS_DIR, DATA_ROOT
+
 SourceRange = Literal["-1,1", "0,1"]
-DEFAULT_TFLITE = "/work/shared/weights/mobilenet_v2_1.0_224_finetuned_5class_int8w.tflite"
-DEFAULT_CLIPS = "/work/shared/data/clips/*/*.mp4"
+DEFAULT_TFLITE = str(DATA_ROOT.parent / "weights" / "mobilenet_v2_1.0_224_finetuned_5class_int8w.tflite")
+DEFAULT_CLIPS = str(CLIPS_DIR / "*" / "*.mp4")
 FEATURE_SHAPE = (1, 7, 7, 1280)  # MobileNetV2 ``out_relu`` at 224x224, the last backbone tensor
 CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 
@@ -399,7 +401,7 @@ def main() -> None:
     ap.add_argument("--tflite", default=DEFAULT_TFLITE)
     ap.add_argument("--clips", default=DEFAULT_CLIPS)
     ap.add_argument("--range", dest="source_range", choices=["-1,1", "0,1"], default="-1,1")
-    ap.add_argument("--out", default="/work/cache/backbone_weights.h5")
+    ap.add_argument("--out", default="backbone_weights.h5")
     ap.add_argument("--evidence", action="store_true", help="also print input-range activation statistics")
     args = ap.parse_args()
     tf.config.threading.set_intra_op_parallelism_threads(2)

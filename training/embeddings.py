@@ -27,14 +27,8 @@ from typing import Any
 import numpy as np
 
 from service.preprocess import clip_fps, iter_clip_frames, preprocess_frame
-from training.manifest import (
-    DEFAULT_EXTRA_ROOT,
-    DEFAULT_MANIFEST,
-    DEFAULT_SHARED_ROOT,
-    REPO_ROOT,
-    load_manifest,
-    resolve,
-)
+from training.catalogue import DATA_ROOT, FOUND_ROOT
+from training.manifest import DEFAULT_MANIFEST, REPO_ROOT, load_manifest, resolve
 
 DEFAULT_OUT = REPO_ROOT / "data" / "embeddings.npz"
 BATCH = 32
@@ -60,15 +54,22 @@ def build_embeddings(
     manifest: Path | str = DEFAULT_MANIFEST,
     out: Path | str = DEFAULT_OUT,
     source_range: str = "-1,1",
-    shared_root: Path = DEFAULT_SHARED_ROOT,
-    extra_root: Path = DEFAULT_EXTRA_ROOT,
+    shared_root: Path = DATA_ROOT,
+    found_root: Path = FOUND_ROOT,
     tflite_path: str | None = None,
 ) -> dict[str, Any]:
-    """Embed every frame (and its mirror image) of every manifest clip; write `out`; return meta."""
+    """Embed every frame (and its mirror image) of every manifest clip; write `out`; return meta.
+
+    Clips already in `out` with the same frame count, source range and TFLite file are kept (the
+    encoder is deterministic); so are clips whose file is absent (found clips, not in ../shared)."""
     import tensorflow as tf
 
     tf.random.set_seed(0)
     clips = load_manifest(manifest)
+    old: dict[str, np.ndarray] = {}
+    old_meta: dict[str, Any] = {}
+    if Path(out).is_file():
+        old, old_meta = load_embeddings(out)
     encoder = build_encoder(source_range, tflite_path)
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {"source_range": source_range, "clips": {}}
@@ -79,8 +80,15 @@ def build_embeddings(
     meta["tflite_md5"] = hashlib.md5(Path(tfl).read_bytes()).hexdigest()
     t0 = time.perf_counter()
     n_total = 0
+    same_encoder = old_meta.get("source_range") == source_range and old_meta.get("tflite_md5") == meta["tflite_md5"]
     for i, clip in enumerate(clips):
-        file = resolve(clip.path, shared_root, extra_root)
+        file = resolve(clip.path, shared_root, found_root)
+        kept = old_meta.get("clips", {}).get(clip.path) if same_encoder and clip.path in old else None
+        if kept is not None and (not file.is_file() or kept["n_frames"] == _frame_count(file)):
+            arrays[clip.path] = old[clip.path].astype(np.float16)
+            arrays[f"{clip.path}|flip"] = old[f"{clip.path}|flip"].astype(np.float16)
+            meta["clips"][clip.path] = kept
+            continue
         raw = list(iter_clip_frames(file))
         if not raw:
             raise ValueError(f"{file} has no readable frames")
@@ -109,6 +117,10 @@ def build_embeddings(
     return meta
 
 
+def _frame_count(file: Path) -> int:
+    return sum(1 for _ in iter_clip_frames(file))
+
+
 def load_embeddings(path: Path | str = DEFAULT_OUT) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(arrays keyed by manifest path / path|flip, as float32; meta)."""
     with np.load(path) as z:
@@ -122,10 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--source-range", choices=["-1,1", "0,1"], default="-1,1")
-    p.add_argument("--shared-root", type=Path, default=DEFAULT_SHARED_ROOT)
-    p.add_argument("--extra-root", type=Path, default=DEFAULT_EXTRA_ROOT)
     a = p.parse_args(argv)
-    build_embeddings(a.manifest, a.out, a.source_range, a.shared_root, a.extra_root)
+    build_embeddings(a.manifest, a.out, a.source_range)
 
 
 if __name__ == "__main__":
