@@ -5,12 +5,18 @@ prediction sequences without a server (tests/test_signs.py).
 
 The debouncer turns the per-frame label stream into sign occurrences with hysteresis:
 
-* a gloss *enters* once it has been the label of `enter_frames` consecutive predictions, each with a
-  score of at least `min_score` (flicker shorter than that never starts a sign);
+* a gloss is *established* once it has been the label of `enter_frames` consecutive predictions, each
+  with a score of at least `min_score` (flicker shorter than that never starts a sign);
+* exactly one `SignEvent` is emitted per occurrence, at that moment (a sign that is held, or still
+  showing when the stream ends, is counted at once), with the arrival times of its first prediction
+  and of the one that established it, and the mean score of those predictions;
 * it *exits* once `exit_frames` consecutive predictions have been something else (another gloss or
-  `none`); a shorter interruption does not split the occurrence;
-* exactly one `SignEvent` is emitted per occurrence, when it exits (or when the stream is flushed),
-  with the arrival times of its first and last predictions and the mean score of its predictions.
+  `none`); a shorter interruption does not split the occurrence, unless the interruption is itself
+  established (possible when `enter_frames` < `exit_frames`): then that gloss is the new occurrence.
+  After an exit, the same gloss signed again is a new occurrence.
+
+Nothing is ever held back, so the end of a stream (a disconnect: the protocol has no `stop`) leaves
+no sign to flush.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ class SignEvent:
 
 @dataclass
 class _Run:
-    """Consecutive predictions of one gloss: the candidate, or the active occurrence."""
+    """Consecutive confident predictions of one gloss that may become a sign."""
 
     label: str
     first_ms: float
@@ -77,36 +83,32 @@ class SignDebouncer:
         self.exit_frames = exit_frames
         self.min_score = min_score
         self.transcript: deque[str] = deque(maxlen=transcript_length)
-        self._active: _Run | None = None  # the occurrence being signed
+        self._active: str | None = None  # the gloss of the occurrence being signed (already emitted)
         self._others = 0  # consecutive predictions since the active gloss was last seen
-        self._candidate: _Run | None = None  # a gloss that may enter
+        self._candidate: _Run | None = None  # a gloss that may be established
 
     @property
     def active(self) -> str | None:
-        return self._active.label if self._active is not None else None
+        return self._active
 
     def update(self, label: str, score: float, t_ms: float) -> SignEvent | None:
-        """Feed one prediction (label, score, arrival time in ms); returns a `SignEvent` when an
-        occurrence has just ended."""
-        if self._active is not None and label == self._active.label:
-            self._active.extend(score, t_ms)
+        """Feed one prediction (label, score, arrival time in ms); returns a `SignEvent` when it
+        establishes a new occurrence (at most once per occurrence)."""
+        if self._active is not None and label == self._active:
             self._others = 0
             self._candidate = None
             return None
         self._track_candidate(label, score, t_ms)
-        emitted: SignEvent | None = None
         if self._active is not None:
             self._others += 1
             if self._others >= self.exit_frames:
-                emitted = self._finish()
-        if self._active is None and self._candidate is not None and self._candidate.count >= self.enter_frames:
-            self._active, self._candidate, self._others = self._candidate, None, 0
-        return emitted
-
-    def flush(self) -> SignEvent | None:
-        """End of stream: the occurrence in progress (if any) ends now."""
-        self._candidate = None
-        return self._finish() if self._active is not None else None
+                self._active, self._others = None, 0
+        run = self._candidate
+        if run is None or run.count < self.enter_frames:
+            return None
+        self._active, self._candidate, self._others = run.label, None, 0
+        self.transcript.append(run.label)
+        return SignEvent(run.label, run.score_sum / run.count, run.first_ms, run.last_ms, tuple(self.transcript))
 
     def _track_candidate(self, label: str, score: float, t_ms: float) -> None:
         if label == NONE or score < self.min_score:
@@ -115,10 +117,3 @@ class SignDebouncer:
             self._candidate.extend(score, t_ms)
         else:
             self._candidate = _Run(label, t_ms, t_ms, 1, score)
-
-    def _finish(self) -> SignEvent:
-        run = self._active
-        assert run is not None
-        self._active, self._others = None, 0
-        self.transcript.append(run.label)
-        return SignEvent(run.label, run.score_sum / run.count, run.first_ms, run.last_ms, tuple(self.transcript))

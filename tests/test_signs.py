@@ -40,18 +40,29 @@ def feed(debouncer: SignDebouncer, predictions: list[tuple[str, float]]) -> list
     return out
 
 
-def test_enter_and_exit_give_one_sign_with_the_times_of_its_first_and_last_predictions() -> None:
+def test_a_sign_is_emitted_once_when_it_is_established_with_the_times_of_its_first_predictions() -> None:
     debouncer = SignDebouncer(enter_frames=3, exit_frames=3, min_score=0.5, transcript_length=10)
     predictions = expand([("none", 5), ("hello", 10), ("none", 5)])
     events = feed(debouncer, predictions)
     assert len(events) == 1
     index, event = events[0]
-    assert index == 17  # the third prediction after the last `hello`
-    assert (event.label, event.start_ms, event.end_ms) == ("hello", 5 * FRAME_MS, 14 * FRAME_MS)
+    assert index == 7  # the third `hello` establishes it; the seven that follow and the exit add nothing
+    assert (event.label, event.start_ms, event.end_ms) == ("hello", 5 * FRAME_MS, 7 * FRAME_MS)
     assert event.score == pytest.approx(0.9) and event.transcript == ("hello",)
-    assert debouncer.flush() is None
-    assert event.as_event() == {"label": "hello", "score": 0.9, "start_ms": 200.0, "end_ms": 560.0,
+    assert debouncer.active is None  # it exited after 3 `none`
+    assert event.as_event() == {"label": "hello", "score": 0.9, "start_ms": 200.0, "end_ms": 280.0,
                                 "transcript": ["hello"]}  # fmt: skip
+
+
+def test_a_held_sign_is_emitted_while_it_is_held_and_never_again() -> None:
+    # The browser showed "hello 100 %" for 9 s with "Nothing yet": a sign that never ends must still count.
+    debouncer = SignDebouncer(enter_frames=6, exit_frames=6, min_score=0.6, transcript_length=10)
+    events = feed(debouncer, expand([("none", 10), ("hello", 9 * 25)], score=1.0))  # the stream ends here
+    assert [(i, e.label, e.start_ms, e.end_ms) for i, e in events] == [(15, "hello", 400.0, 600.0)]
+    assert debouncer.active == "hello" and list(debouncer.transcript) == ["hello"]
+    # Signed again after a real pause: a second occurrence, emitted once too.
+    events = feed(debouncer, expand([("none", 6), ("hello", 30)]))
+    assert [(i, e.label, e.transcript) for i, e in events] == [(11, "hello", ("hello", "hello"))]
 
 
 def test_no_double_emission_and_short_interruptions_do_not_split_a_sign() -> None:
@@ -59,9 +70,9 @@ def test_no_double_emission_and_short_interruptions_do_not_split_a_sign() -> Non
     # hello is interrupted by 3 (< exit) predictions of none / another gloss, twice.
     runs = [("hello", 6), ("none", 3), ("hello", 5), ("drink", 2), ("none", 1), ("hello", 4), ("none", 10)]
     events = feed(debouncer, expand(runs))
-    assert [e.label for _, e in events] == ["hello"]
-    assert events[0][1].start_ms == 0.0 and events[0][1].end_ms == (6 + 3 + 5 + 3 + 3) * FRAME_MS
-    assert debouncer.flush() is None
+    assert [(i, e.label) for i, e in events] == [(2, "hello")]
+    assert events[0][1].start_ms == 0.0 and events[0][1].end_ms == 2 * FRAME_MS
+    assert debouncer.active is None and list(debouncer.transcript) == ["hello"]
 
 
 def test_flicker_and_low_scores_never_start_a_sign() -> None:
@@ -72,39 +83,48 @@ def test_flicker_and_low_scores_never_start_a_sign() -> None:
     assert feed(debouncer, flicker) == []
     weak = expand([("hello", 20)], score=0.55)  # labelled, but below the enter threshold
     assert feed(debouncer, weak) == []
-    assert debouncer.flush() is None
     # One prediction below the threshold in the middle restarts the count.
     mixed = [("hello", 0.9)] * 3 + [("hello", 0.4)] + [("hello", 0.9)] * 3 + [("none", 0.0)] * 3
     assert feed(debouncer, mixed) == []
-    assert debouncer.active is None
+    assert debouncer.active is None and list(debouncer.transcript) == []
 
 
 def test_a_new_gloss_can_start_while_the_previous_one_exits() -> None:
     debouncer = SignDebouncer(enter_frames=3, exit_frames=3, min_score=0.5, transcript_length=10)
     events = feed(debouncer, expand([("hello", 5), ("book", 6), ("none", 3)]))
-    assert [(i, e.label) for i, e in events] == [(7, "hello"), (13, "book")]
+    assert [(i, e.label) for i, e in events] == [(2, "hello"), (7, "book")]
     # book's occurrence starts at its first prediction, although hello was still exiting then.
-    assert events[1][1].start_ms == 5 * FRAME_MS and events[1][1].end_ms == 10 * FRAME_MS
+    assert events[1][1].start_ms == 5 * FRAME_MS and events[1][1].end_ms == 7 * FRAME_MS
     assert events[1][1].transcript == ("hello", "book")
+
+
+def test_an_established_gloss_ends_the_previous_one_even_before_its_exit_frames() -> None:
+    # SIGN_ENTER_FRAMES < SIGN_EXIT_FRAMES: book is established (3 frames) while hello has not exited
+    # yet (5 frames needed). It is emitted then, not left pending until the end of the stream.
+    debouncer = SignDebouncer(enter_frames=3, exit_frames=5, min_score=0.5, transcript_length=10)
+    events = feed(debouncer, expand([("hello", 4), ("book", 3)]))
+    assert [(i, e.label) for i, e in events] == [(2, "hello"), (6, "book")]
+    assert debouncer.active == "book"
+    # hello for 2 frames (< enter) then book again: still the same book.
+    assert feed(debouncer, expand([("hello", 2), ("book", 4)])) == []
 
 
 def test_recorded_sequence_and_transcript_length() -> None:
     debouncer = SignDebouncer(enter_frames=3, exit_frames=3, min_score=0.0, transcript_length=4)
     events = feed(debouncer, expand(RECORDED, score=0.25))
     labels = [e.label for _, e in events]
-    # The single-frame flickers (football at 18, drum at 61) are suppressed.
-    assert labels == ["drum", "football", "drum", "football", "drum", "football", "drum", "football"]
-    last = debouncer.flush()  # the final 4 drum predictions
-    assert last is not None and last.label == "drum"
-    transcripts = [e.transcript for _, e in events] + [last.transcript]
+    # The single-frame flickers (football at 18, drum at 61) are suppressed; the final 4 drum
+    # predictions, still showing when the recording ends, are a sign too.
+    assert labels == ["drum", "football", "drum", "football", "drum", "football", "drum", "football", "drum"]
+    transcripts = [e.transcript for _, e in events]
     assert [len(t) for t in transcripts] == [1, 2, 3, 4, 4, 4, 4, 4, 4]
     assert transcripts[-1] == ("football", "drum", "football", "drum")
     for (_, a), (_, b) in itertools.pairwise(events):
         assert a.start_ms <= a.end_ms < b.start_ms <= b.end_ms
     # Stricter hysteresis on the same recording: only the long runs survive.
     strict = SignDebouncer(enter_frames=8, exit_frames=8, min_score=0.0, transcript_length=10)
-    assert [e.label for _, e in feed(strict, expand(RECORDED, score=0.25))] == ["drum"]
-    assert strict.flush() is not None and list(strict.transcript) == ["drum", "football"]
+    assert [e.label for _, e in feed(strict, expand(RECORDED, score=0.25))] == ["drum", "football"]
+    assert list(strict.transcript) == ["drum", "football"]
 
 
 def test_top_k() -> None:
@@ -124,10 +144,18 @@ def clip_frames(gloss: str, count: int) -> list[bytes]:
 
 
 async def stream(peer: Peer, frames: list[bytes]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Send frames one at a time (binary, with ids); collect every prediction and sign event."""
+    """Send frames one at a time (binary, with ids); collect every prediction and sign event. Each
+    sign gets `"after"`: the number of predictions received before it."""
     predictions: list[dict[str, Any]] = []
     signs: list[dict[str, Any]] = []
     others: list[tuple[str, Any]] = []
+
+    def record(name: str, data: Any) -> None:
+        if name == "sign":
+            signs.append({**data, "after": len(predictions)})
+        else:
+            others.append((name, data))
+
     for i, jpeg in enumerate(frames):
         await peer.sio.emit("frame", {"image": jpeg, "id": i})
         while True:
@@ -136,11 +164,10 @@ async def stream(peer: Peer, frames: list[bytes]) -> tuple[list[dict[str, Any]],
                 assert data["id"] == i
                 predictions.append(data)
                 break
-            (signs if name == "sign" else others).append(data)
+            record(name, data)
     try:  # a sign emitted after the last prediction
         while True:
-            name, data = await peer.next(0.5)
-            (signs if name == "sign" else others).append(data)
+            record(*await peer.next(0.5))
     except TimeoutError:
         pass
     assert others == []
@@ -185,7 +212,7 @@ async def test_opted_in_client_gets_top_and_sign_events(sign_server: Any) -> Non
     assert [s["label"] for s in signs] == expected
     previous_end = -1.0
     for n, s in enumerate(signs, start=1):
-        assert set(s) == {"label", "score", "start_ms", "end_ms", "transcript"}
+        assert set(s) == {"label", "score", "start_ms", "end_ms", "transcript", "after"}
         assert previous_end < s["start_ms"] <= s["end_ms"] < 120_000
         previous_end = s["end_ms"]
         assert s["transcript"][-1] == s["label"] and len(s["transcript"]) == min(n, 4)
@@ -213,3 +240,27 @@ async def test_subscribe_event_and_reference_clients_see_nothing_new(sign_server
         assert plain.events.empty()
     assert all(len(p["top"]) == 2 for p in late_predictions[9:])
     assert all(p["top"] == [] for p in late_predictions[:9])
+
+
+async def test_a_held_sign_is_sent_as_soon_as_it_is_established(model_dir: Path) -> None:
+    """A sign that never ends (SIGN_EXIT_FRAMES longer than the stream: it is held, and still showing
+    when the stream ends) is sent once, right after the prediction that established it."""
+    running = start_server(
+        model_dir, PREDICTION_THRESHOLD="0", SIGN_MIN_SCORE="0", SIGN_ENTER_FRAMES="3", SIGN_EXIT_FRAMES="1000",
+        WINDOW_SECONDS="0", EMBEDDINGS_PER_SECOND="0", ENCODER_VARIANT="fp32", MAX_FPS="1000",
+    )  # fmt: skip
+    try:
+        async with Peer(running.url, auth={"signs": True}) as peer:
+            assert await peer.expect("status") == {"message": "ready"}
+            predictions, signs = await stream(peer, clip_frames("hello", 40))
+    finally:
+        running.stop()
+    offline = SignDebouncer(enter_frames=3, exit_frames=1000, min_score=0.0, transcript_length=10)
+    expected = feed(offline, [(p["label"], p["score"]) for p in predictions])
+    assert signs, "a sign held until the end of the stream was never sent"
+    # Each sign arrives right after the prediction that established it, before the next frame's reply.
+    assert [(s["label"], s["after"]) for s in signs] == [(e.label, i + 1) for i, e in expected]
+    for s, (i, _) in zip(signs, expected, strict=True):
+        label_run = predictions[i - 2 : i + 1]
+        assert all(p["label"] == s["label"] for p in label_run)
+        assert s["start_ms"] <= s["end_ms"] and s["transcript"][-1] == s["label"]
