@@ -81,6 +81,8 @@ def serve(
         log_config=None,
         # Long-polling clients hold a request open for up to the ping interval; don't wait for them.
         timeout_graceful_shutdown=settings.shutdown_timeout,
+        # The transport's bound on one message, as for polling (a larger one is refused unread: 1009).
+        ws_max_size=settings.max_message_bytes,
     )
 
 

@@ -7,9 +7,12 @@ ready (never a fake "ok"). A load failure is logged as one line and stops the se
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import signal
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +60,8 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
         # Send CONNECT first so events emitted from the connect handler (status / capacity error)
         # reach the client, as they did from the reference server.
         always_connect=True,
-        max_http_buffer_size=max(settings.max_frame_bytes * 2, 1_000_000),
+        # The transport's bound on one message; frames up to it get `frame_too_large` from the app.
+        max_http_buffer_size=settings.max_message_bytes,
     )
     metrics = Metrics()
     protocol = SignProtocol(sio, settings, metrics)
@@ -167,13 +171,30 @@ class SignstreamASGI(socketio.ASGIApp):  # type: ignore[misc]
     """Socket.IO in front of the Litestar app. While draining (SIGTERM), a request that would open a
     new Engine.IO session gets 503 (websocket: closed before accept) instead of a session that is
     refused at once: a proxy retries it on another process (deploy/nginx.conf), and no session is
-    left holding a long-poll that the server would then wait for on its way out."""
+    left holding a long-poll that the server would then wait for on its way out. A Socket.IO message
+    over the transport limit (`Settings.max_message_bytes`) is refused here, with a warning and a
+    coded error, rather than dropped by python-engineio without either."""
 
     def __init__(self, sio: socketio.AsyncServer, http_app: Any, protocol: SignProtocol) -> None:
         super().__init__(sio, other_asgi_app=http_app)
         self.protocol = protocol
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket") and scope["path"].startswith("/socket.io"):
+            if scope["type"] == "websocket":
+                receive, send = self._guard_websocket(scope, receive, send)
+            elif scope["method"] == "POST":
+                length = _content_length(scope)
+                if length is not None and length > self.protocol.settings.max_message_bytes:
+                    # python-engineio would answer 400 and close the session without a word (and wait
+                    # for a long-poll that may never come). The body is not read.
+                    eio_sid = _query(scope).get("sid")
+                    await self.protocol.refuse_oversized(eio_sid, length, "polling", _client_address(scope))
+                    body = b'{"code":"frame_too_large","message":"request body over the transport limit"}'
+                    headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+                    await send({"type": "http.response.start", "status": 413, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+                    return
         if self.protocol.closing and _opens_engineio_session(scope):
             body = b'{"code":"shutting_down","message":"this server is shutting down, please reconnect"}'
             headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
@@ -187,6 +208,57 @@ class SignstreamASGI(socketio.ASGIApp):  # type: ignore[misc]
             await send({"type": f"{prefix}.response.body", "body": body})
             return
         await super().__call__(scope, receive, send)
+
+    def _guard_websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> tuple[Any, Any]:
+        """A websocket message over the transport limit: python-engineio would drop the connection
+        without a word. Refuse it here instead (a warning, `frame_too_large` to the client, then the
+        connection is closed). `serve` gives uvicorn the same limit (ws_max_size), which then refuses
+        such a message unread, closing with 1009: that is logged here too."""
+        limit = self.protocol.settings.max_message_bytes
+        address = _client_address(scope)
+        session: dict[str, str | None] = {"sid": _query(scope).get("sid")}  # set when upgraded from polling
+        first_send = True
+
+        async def watched_send(message: dict[str, Any]) -> None:
+            nonlocal first_send
+            if first_send and message["type"] == "websocket.send":
+                first_send = False  # the Engine.IO OPEN packet, `0{"sid": ...}`, names the session
+                text = message.get("text")
+                if session["sid"] is None and isinstance(text, str) and text.startswith("0{"):
+                    with contextlib.suppress(ValueError, AttributeError):
+                        session["sid"] = json.loads(text[1:]).get("sid")
+            await send(message)
+
+        async def guarded_receive() -> dict[str, Any]:
+            message: dict[str, Any] = await receive()
+            if message["type"] == "websocket.receive":
+                size = len(message.get("bytes") or message.get("text") or "")
+                if size > limit:
+                    await self.protocol.refuse_oversized(session["sid"], size, "websocket", address)
+                    # python-engineio's writer sends what is queued (the error, CLOSE), then closes.
+                    return {"type": "websocket.disconnect", "code": 1009}
+            elif message["type"] == "websocket.disconnect" and message.get("code") == 1009:
+                await self.protocol.refuse_oversized(session["sid"], None, "websocket", address)
+            return message
+
+        return guarded_receive, watched_send
+
+
+def _query(scope: dict[str, Any]) -> dict[str, str]:
+    return {k: v[0] for k, v in urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+
+
+def _content_length(scope: dict[str, Any]) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            with contextlib.suppress(ValueError):
+                return int(value)
+    return None
+
+
+def _client_address(scope: dict[str, Any]) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 def _opens_engineio_session(scope: dict[str, Any]) -> bool:

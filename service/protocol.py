@@ -19,6 +19,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import engineio
 import socketio
 
 from service.auth import UNAUTHORIZED_MESSAGE, Tokens, token_from_connect
@@ -332,10 +333,13 @@ class SignProtocol:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(client.embedded.wait(), limit)
 
-    async def _send_error(self, client: Client, error: FrameError, frame_id: FrameId = None) -> None:
+    def _count_error(self, client: Client, code: str) -> None:
         client.stats.errors += 1
         self.totals.errors += 1
-        self.totals.errors_by_code[error.code] = self.totals.errors_by_code.get(error.code, 0) + 1
+        self.totals.errors_by_code[code] = self.totals.errors_by_code.get(code, 0) + 1
+
+    async def _send_error(self, client: Client, error: FrameError, frame_id: FrameId = None) -> None:
+        self._count_error(client, error.code)
         if client.error_rate.allow() and not self._outbox_full(client.sid):
             event = with_id({"message": error.message, "code": error.code}, frame_id)
             await self.sio.emit("error", event, to=client.sid)
@@ -393,6 +397,30 @@ class SignProtocol:
             sign = client.signs.update(prediction.label, prediction.score, (arrived - client.connected_at) * 1e3)
             if sign is not None:
                 await self.sio.emit("sign", sign.as_event(), to=client.sid)
+
+    async def refuse_oversized(self, eio_sid: str | None, size: int | None, transport: str, ip: str) -> None:
+        """A message over the transport limit (`Settings.max_message_bytes`): one warning line, then,
+        where the session is still there (`size` is None when the ASGI server refused the message
+        unread: websocket close 1009), `frame_too_large` and an Engine.IO CLOSE are queued together
+        (one long-poll answer carries both) and the session is closed."""
+        limit = self.settings.max_message_bytes
+        sid = self.sio.manager.sid_from_eio_sid(eio_sid, "/") if eio_sid is not None else None
+        what = f"a {transport} message of {size} bytes" if size is not None else f"a {transport} message"
+        log.warning(
+            "refused %s from %s (client %s): over the transport limit of %d bytes (8 x MAX_FRAME_BYTES, at "
+            "least 1 MB); connection closed", what, ip, sid or "unknown", limit, extra={"sid": sid},
+        )  # fmt: skip
+        socket = self.sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        client = self.clients.get(sid) if sid is not None else None
+        if size is None or socket is None or client is None or socket.closed:
+            return
+        self._count_error(client, "frame_too_large")
+        message = f"message of {size} bytes exceeds the transport limit of {limit} bytes; connection closed"
+        event = self.sio.packet_class(socketio.packet.EVENT, namespace="/", data=["error", {"message": message,
+                                      "code": "frame_too_large"}])  # fmt: skip
+        socket.queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, data=event.encode()))
+        socket.queue.put_nowait(engineio.packet.Packet(engineio.packet.CLOSE))
+        await socket.close(wait=False, abort=True)  # the disconnect handlers run; nothing more is queued
 
     def _engineio_socket(self, sid: str) -> Any:
         """The Engine.IO session under a Socket.IO sid (its outgoing queue), None once it is gone."""

@@ -73,6 +73,14 @@ class Settings:
         """The converted ONNX files live next to the h5 that MODEL_PATH names."""
         return self.model_path.parent
 
+    @property
+    def max_message_bytes(self) -> int:
+        """The transport's bound on one Engine.IO message (a websocket message, or a polling request
+        body): 8 x MAX_FRAME_BYTES, at least 1 MB. Frames up to it reach the app, which answers the ones
+        over MAX_FRAME_BYTES with `frame_too_large` (base64 and polling's own base64 of binary frames
+        cost 4/3); a larger message is refused by the transport and closes the connection."""
+        return max(8 * self.max_frame_bytes, 1_000_000)
+
 
 # env name -> (field name, parser)
 def _bool(value: str) -> bool:
