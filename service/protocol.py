@@ -269,6 +269,8 @@ class SignProtocol:
         client.options = options
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        if reason == self.sio.reason.CLIENT_DISCONNECT:
+            self._end_long_poll(sid)
         client = self.clients.pop(sid, None)
         if client is None:
             return
@@ -428,6 +430,15 @@ class SignProtocol:
             return self.sio.eio.sockets.get(self.sio.manager.eio_sid_from_sid(sid, "/"))
         except (KeyError, AttributeError):
             return None
+
+    def _end_long_poll(self, sid: str) -> None:
+        """A polling client that disconnects (Socket.IO DISCONNECT or Engine.IO CLOSE) still has a GET
+        open, which python-engineio would hold until the ping interval + timeout (85 s by default):
+        answer it now (empty), so a client that waits for it (python-socketio's clean disconnect) is done
+        at once, and clients need not abort instead (an aborted client never tells the server)."""
+        socket = self._engineio_socket(sid)
+        if socket is not None and not socket.upgraded:
+            socket.queue.put_nowait(None)
 
     def _outbox_full(self, sid: str) -> bool:
         socket = self._engineio_socket(sid)

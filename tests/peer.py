@@ -37,12 +37,9 @@ class Peer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.sio.transport() == "polling":
-            # The python client's polite polling disconnect waits for its long-poll GET to come back
-            # (up to a minute); the server is told either way, so don't wait for the reply.
-            await self.sio.eio.disconnect(abort=True)
-        else:
-            await self.sio.disconnect()
+        # Cleanly on polling too: the server answers the open long-poll at once (an aborted polling
+        # client would never tell the server, and stay counted until the ping timeout).
+        await self.sio.disconnect()
 
     async def next(self, timeout: float = 10.0) -> tuple[str, Any]:
         return await asyncio.wait_for(self.events.get(), timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 from pathlib import Path
 
 import cv2
@@ -250,3 +251,51 @@ async def test_an_over_long_frame_id_gets_a_coded_error(server: ServerProcess, h
         await peer.sio.emit("frame", {"image": hello_jpegs[0], "id": "y" * 64})  # the longest allowed
         assert (await peer.expect("prediction"))["id"] == "y" * 64
         assert peer.sio.connected
+
+
+def connected_clients(url: str) -> tuple[int, float]:
+    """(/healthz clients, /metrics signstream_connected_clients)."""
+    metrics = httpx.get(f"{url}/metrics").text
+    gauge = next(line for line in metrics.splitlines() if line.startswith("signstream_connected_clients "))
+    return httpx.get(f"{url}/healthz").json()["clients"], float(gauge.split()[1])
+
+
+async def test_a_polling_client_that_disconnects_cleanly_stops_counting_at_once(
+    model_dir: Path, hello_jpegs: list[bytes]
+) -> None:
+    """The long-poll a polling client leaves open is answered as soon as it disconnects: python-socketio's
+    clean disconnect used to wait for it until the ping interval + timeout (85 s by default), which is
+    why clients (the load generator among them) aborted instead, and an aborted client never tells the
+    server: it stayed counted until the ping timeout."""
+    import socketio
+
+    running = start_server(model_dir)  # the default ping interval (25 s) and timeout (60 s)
+    try:
+        replies: asyncio.Queue[str] = asyncio.Queue()
+        for _ in range(2):  # a second client on the same server, after the first one's session is gone
+            sio = socketio.AsyncClient(reconnection=False)
+            for name in ("status", "prediction"):
+                sio.on(name, functools.partial(lambda name, data: replies.put_nowait(name), name))
+            await sio.connect(running.url, transports=["polling"], wait_timeout=10)
+            assert await asyncio.wait_for(replies.get(), 10) == "status"
+            await sio.emit("frame", {"image": hello_jpegs[0]})
+            assert await asyncio.wait_for(replies.get(), 10) == "prediction"
+            assert connected_clients(running.url) == (1, 1.0)
+            await asyncio.wait_for(sio.disconnect(), 5)
+            assert connected_clients(running.url) == (0, 0.0)
+    finally:
+        running.stop()
+
+
+async def test_a_polling_load_test_leaves_no_client_counted(model_dir: Path, hello_jpegs: list[bytes]) -> None:
+    from benchmarks.loadgen import run_load
+
+    running = start_server(model_dir, MAX_FPS="1000")
+    try:
+        result = await asyncio.wait_for(
+            run_load(running.url, hello_jpegs[:20], clients=3, fps=10, seconds=1, transport="polling"), 60
+        )
+        assert result.refused_clients == 0 and result.replies == result.sent == 30
+        assert connected_clients(running.url) == (0, 0.0)  # right after the load generator returns
+    finally:
+        running.stop()
