@@ -22,12 +22,14 @@ from typing import Any
 import socketio
 from litestar import Litestar, MediaType, get, head
 from litestar.config.cors import CORSConfig
+from litestar.openapi import ResponseSpec
 from litestar.response import Response
 from litestar.static_files import create_static_files_router
 from prometheus_client.core import Metric
 
 from service import __version__
 from service.auth import require_token
+from service.docs import ASYNCAPI_PATH, Health, Loading, Ready, asyncapi, openapi_config
 from service.engine import ModelError, Recognizer, load_recognizer
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.metrics import Metrics, counter, gauge, info, labelled_counter
@@ -95,8 +97,19 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
         if protocol.pipeline is not None:
             await protocol.pipeline.stop()
 
-    @get("/healthz", sync_to_thread=False)
+    @get(
+        "/healthz",
+        sync_to_thread=False,
+        summary="Health and counters",
+        responses={
+            200: ResponseSpec(Health, description="The model is loaded: what is served, and the server's counters"),
+            503: ResponseSpec(Loading, description='`{"status": "loading"}` until the model is ready, or "failed"'),
+        },
+    )
     def healthz() -> Response[dict[str, Any]]:
+        """The reference server's health check (`"model": "Sequential"`), with signstream's counters: clients
+        connected, frames received, predictions sent, frames dropped, replies unsent, errors, and how stale
+        replies were (`staleness_ms`, `stale`). Needs no token."""
         pipeline = protocol.pipeline
         if pipeline is None:
             body: dict[str, Any] = {"status": "failed", "error": load.error} if load.error else {"status": "loading"}
@@ -124,32 +137,69 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
             }
         )
 
-    @head("/healthz", sync_to_thread=False)
+    @head(
+        "/healthz",
+        sync_to_thread=False,
+        summary="Health status only",
+        responses={503: ResponseSpec(None, description="The model is not ready")},
+    )
     def healthz_head() -> Response[None]:
         """HEAD /healthz (load balancers, `curl -I`): the status GET would answer, without the body."""
         status = 200 if protocol.pipeline is not None else 503
         return Response(None, status_code=status, headers={"content-type": MediaType.JSON.value})
 
-    @get("/readyz", sync_to_thread=False)
+    @get(
+        "/readyz",
+        sync_to_thread=False,
+        summary="Readiness",
+        responses={
+            200: ResponseSpec(Ready, description='`{"ready": true, "model"}`'),
+            503: ResponseSpec(Ready, description='`{"ready": false, "error"}`'),
+        },
+    )
     def readyz() -> Response[dict[str, Any]]:
-        """Ready to serve: the model is loaded and the engine's batch loops are running."""
+        """Ready to serve: the model is loaded and the engine's batch loops are running. Needs no token."""
         pipeline = protocol.pipeline
         if pipeline is None or not pipeline.running:
             return Response({"ready": False, "error": load.error}, status_code=503)
         return Response({"ready": True, "model": pipeline.recognizer.name})
 
-    @get("/metrics", sync_to_thread=False)
+    @get(
+        "/metrics",
+        sync_to_thread=False,
+        summary="Prometheus metrics",
+        responses={200: ResponseSpec(str, media_type=METRICS_CONTENT_TYPE, description="Prometheus text format")},
+    )
     def metrics_endpoint() -> Response[bytes]:
+        """Frames received, predictions sent, frames dropped, replies unsent or stale, errors by code,
+        connected clients, encoder batch size and time, frame -> prediction latency, the model and provider.
+        Needs no token."""
         # As a header: from `media_type`, Litestar would append a second "; charset=utf-8".
         return Response(metrics.render(), headers={"content-type": METRICS_CONTENT_TYPE})
 
-    @get("/labels", sync_to_thread=False)
+    @get(
+        "/labels",
+        sync_to_thread=False,
+        summary="The glosses",
+        responses={
+            200: ResponseSpec(dict[str, str], description='`{"0": "book", "1": "chair", ..., "19": "wall"}`'),
+            503: ResponseSpec(Loading, description="The model is not loaded yet"),
+        },
+    )
     def labels() -> Response[dict[str, str]]:
+        """The model's labels by index (string keys, index order), as the reference server answered."""
         pipeline = protocol.pipeline
         if pipeline is None:
             return Response({"status": "loading"}, status_code=503)
         return Response({str(i): label for i, label in enumerate(pipeline.recognizer.labels)})
 
+    @get(ASYNCAPI_PATH, sync_to_thread=False, summary="The Socket.IO API (AsyncAPI)")
+    def asyncapi_document() -> dict[str, Any]:
+        """The AsyncAPI 2.6 document of the Socket.IO events: what a client sends (`frame`, `subscribe`), what
+        the server sends (`status`, `prediction`, `error`, `sign`), with their payload schemas."""
+        return asyncapi_json
+
+    asyncapi_json = asyncapi(__version__)
     http_app = Litestar(
         route_handlers=[
             healthz,
@@ -157,14 +207,16 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
             readyz,
             metrics_endpoint,
             labels,
+            asyncapi_document,
             create_static_files_router(path="/", directories=[STATIC_DIR], html_mode=True, name="demo"),
         ],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)),
+        openapi_config=openapi_config(__version__),
         logging_config=None,
     )
-    return SignstreamASGI(sio, require_token(http_app, protocol.tokens), protocol)
+    return SignstreamASGI(sio, require_token(http_app, protocol.tokens), protocol, http_app)
 
 
 class SignstreamASGI(socketio.ASGIApp):  # type: ignore[misc]
@@ -175,9 +227,10 @@ class SignstreamASGI(socketio.ASGIApp):  # type: ignore[misc]
     over the transport limit (`Settings.max_message_bytes`) is refused here, with a warning and a
     coded error, rather than dropped by python-engineio without either."""
 
-    def __init__(self, sio: socketio.AsyncServer, http_app: Any, protocol: SignProtocol) -> None:
+    def __init__(self, sio: socketio.AsyncServer, http_app: Any, protocol: SignProtocol, litestar: Litestar) -> None:
         super().__init__(sio, other_asgi_app=http_app)
         self.protocol = protocol
+        self.litestar = litestar  # the HTTP routes (behind the token check)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] in ("http", "websocket") and scope["path"].startswith("/socket.io"):

@@ -71,6 +71,22 @@ def hello_jpegs() -> list[bytes]:
     return clip_jpegs(CLIPS / "hello" / sorted(p.name for p in (CLIPS / "hello").glob("*.mp4"))[0])
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium, installed by the project's own `.ci/install-browser` when missing (a failed
+    install fails the test); Playwright only drives it (`playwright install` is never used)."""
+    if not CHROMIUM.exists():
+        result = subprocess.run(
+            ["bash", str(ROOT / ".ci" / "install-browser")], capture_output=True, text=True, timeout=900
+        )
+        assert result.returncode == 0, f".ci/install-browser failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing after .ci/install-browser"
+    return CHROMIUM
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

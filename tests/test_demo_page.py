@@ -7,7 +7,6 @@ install fails this test); Playwright only drives it (`playwright install` is nev
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,21 +18,9 @@ from service.preprocess import iter_clip_frames
 from tests.conftest import ROOT, ServerProcess, start_server
 from tests.fixture_model import CLIPS
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "artifacts"
 LABELS = {"book", "chair", "clothes", "computer", "drink", "drum", "family", "football", "go", "hat", "hello",
           "kiss", "like", "play", "school", "street", "table", "university", "violin", "wall"}  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Path:
-    if not CHROMIUM.exists():
-        result = subprocess.run(
-            ["bash", str(ROOT / ".ci" / "install-browser")], capture_output=True, text=True, timeout=900
-        )
-        assert result.returncode == 0, f".ci/install-browser failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing after .ci/install-browser"
-    return CHROMIUM
 
 
 def write_y4m(clip: Path, out: Path, size: tuple[int, int] = (640, 480)) -> int:
