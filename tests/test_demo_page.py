@@ -7,6 +7,7 @@ install fails this test); Playwright only drives it (`playwright install` is nev
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from service.preprocess import iter_clip_frames
-from tests.conftest import ROOT, ServerProcess, start_server
+from tests.conftest import ROOT, ServerProcess, free_port, start_server
 from tests.fixture_model import CLIPS
 
 ARTIFACTS = ROOT / "artifacts"
@@ -56,19 +57,31 @@ def demo_server(model_dir: Path) -> Iterator[ServerProcess]:
     running.stop()
 
 
+def browser_args(camera_file: Path) -> list[str]:
+    """Chromium with a fake camera that plays the clip, and no permission prompt."""
+    return [
+        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={camera_file}", "--no-sandbox", "--disable-gpu",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+    ]  # fmt: skip
+
+
+def wait_until_no_client(server: ServerProcess) -> None:
+    """MAX_CLIENTS=1: the previous test's page must be gone before the next one connects."""
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{server.url}/healthz").json()["clients"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def test_demo_page_streams_the_camera_and_shows_predictions(
     chromium: Path, camera_file: Path, demo_server: ServerProcess
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
-    args = [
-        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-video-capture={camera_file}", "--no-sandbox", "--disable-gpu",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-    ]  # fmt: skip
+    wait_until_no_client(demo_server)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=args)
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=browser_args(camera_file))
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 800})
             page = context.new_page()
@@ -113,10 +126,81 @@ def test_demo_page_streams_the_camera_and_shows_predictions(
             expect(other.locator("#start")).to_have_text("Start camera")
             other.screenshot(path=str(ARTIFACTS / "demo_page_capacity.png"))
 
-            # Stop: the camera and the connection are released.
+            # Stop: the camera and the connection are released, and the live result is cleared (the
+            # recognised signs stay, as a record of what was signed).
+            transcript = page.locator("#transcript").inner_text()
             page.keyboard.press("Enter")
             expect(page.locator("#start")).to_have_text("Start camera")
             expect(page.locator("#connection")).to_have_text("Not connected")
+            expect(page.locator("#label")).to_have_text("–")
+            expect(page.locator("#score")).to_have_text("0%")
+            expect(page.locator("#top li")).to_have_count(0)
+            assert page.locator("#confidence").get_attribute("aria-valuenow") == "0"
+            assert page.locator("#transcript").inner_text() == transcript
+            page.wait_for_timeout(500)  # no late prediction brings a label back
+            expect(page.locator("#label")).to_have_text("–")
             assert not [line for line in console if line.startswith("pageerror")], console
+        finally:
+            browser.close()
+
+
+def test_an_unreachable_server_is_named_while_the_page_retries(
+    chromium: Path, camera_file: Path, demo_server: ServerProcess
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=browser_args(camera_file))
+        try:
+            page = browser.new_page()
+            page.goto(f"{demo_server.url}/?server={nobody}")
+            page.click("#start")
+            expect(page.locator("#error")).to_contain_text(f"Cannot reach the server at {nobody}", timeout=20_000)
+            expect(page.locator("#error")).to_contain_text("Retrying")
+            expect(page.locator("#connection")).to_have_text("Unreachable")
+            # Without ?server=, the page's own origin is the server it names.
+            page.goto(f"{demo_server.url}/")
+            assert "http" not in page.locator("#error").inner_text()
+        finally:
+            browser.close()
+
+
+def test_on_a_phone_the_result_is_visible_without_scrolling(
+    chromium: Path, camera_file: Path, demo_server: ServerProcess
+) -> None:
+    """375 x 667 (a small phone): the video keeps its 4:3 box (the HTML height=480 made it 480 px tall, the
+    image black-barred inside) and the label and its confidence are above the fold."""
+    from playwright.sync_api import expect, sync_playwright
+
+    wait_until_no_client(demo_server)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=browser_args(camera_file))
+        try:
+            context = browser.new_context(viewport={"width": 375, "height": 667}, is_mobile=True, has_touch=True)
+            page = context.new_page()
+            page.goto(demo_server.url + "/")
+            page.click("#start")
+            expect(page.locator("#connection")).to_have_text("Ready", timeout=30_000)
+            page.wait_for_function("document.querySelector('#label').textContent !== '–'", timeout=60_000)
+            layout = page.evaluate(
+                """() => {
+                    const box = (id) => document.getElementById(id).getBoundingClientRect().toJSON();
+                    return {scrollY: window.scrollY, innerWidth: window.innerWidth, innerHeight: window.innerHeight,
+                            scrollWidth: document.documentElement.scrollWidth,
+                            video: box("video"), label: box("label"), confidence: box("confidence"),
+                            score: box("score"), start: box("start")};
+                }"""
+            )
+            page.screenshot(path=str(ARTIFACTS / "demo_page_phone.png"))
+            print(layout)
+            assert layout["scrollY"] == 0 and layout["scrollWidth"] <= layout["innerWidth"]
+            video = layout["video"]
+            assert video["height"] == pytest.approx(video["width"] * 3 / 4, abs=2), video
+            for name in ("start", "label", "confidence", "score"):
+                rect = layout[name]
+                assert rect["top"] >= 0 and rect["bottom"] <= layout["innerHeight"], (name, rect, layout)
+            page.click("#start")  # Stop
+            expect(page.locator("#connection")).to_have_text("Not connected")
         finally:
             browser.close()

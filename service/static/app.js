@@ -48,7 +48,17 @@
     return `${Math.round(score * 100)}%`;
   }
 
+  function clearResult() {
+    ui.label.textContent = "–";
+    ui.label.classList.add("none");
+    ui.fill.style.width = "0%";
+    ui.meter.setAttribute("aria-valuenow", "0");
+    ui.score.textContent = "0%";
+    ui.top.replaceChildren();
+  }
+
   function showPrediction(p) {
+    if (!stream) return; // stopped: a reply still on its way must not bring the label back
     predictionCount += 1;
     ui.predictions.textContent = String(predictionCount);
     ui.predictions.dataset.count = String(predictionCount);
@@ -84,6 +94,7 @@
   function connect() {
     const query = new URLSearchParams(location.search);
     const server = query.get("server") || undefined;
+    const serverName = server || location.origin; // what the person is told when it cannot be reached
     const token = query.get("token"); // for servers with AUTH_TOKENS (same-origin pages also get a cookie)
     setConnection("Connecting…", "connecting");
     refused = false;
@@ -117,7 +128,8 @@
     socket.on("connect_error", (err) => {
       const detail = err && err.data && err.data.message ? err.data.message : (err && err.message) || "";
       const auth = /auth|unauthori[sz]ed|forbidden|token/i.test(detail);
-      showError(auth ? `Not allowed to connect: ${detail}` : `Cannot reach the server (${detail}). Retrying…`);
+      showError(auth ? `Not allowed to connect to ${serverName}: ${detail}`
+        : `Cannot reach the server at ${serverName} (${detail}). Retrying…`);
       setConnection(auth ? "Not allowed" : "Unreachable", "error");
     });
     socket.on("disconnect", (reason) => {
@@ -191,6 +203,7 @@
     if (socket && disconnect) socket.disconnect();
     if (disconnect) socket = null;
     inFlight.clear();
+    clearResult(); // the recognised signs stay: they are the record of what was signed
     ui.fps.textContent = "0";
     ui.start.textContent = "Start camera";
     ui.start.setAttribute("aria-pressed", "false");
