@@ -1,6 +1,6 @@
 """Locust users that stream real clip frames over Socket.IO, like `signstream loadtest`.
 
-    pip install locust
+    pip install -e ".[load]"   # locust and python-socketio's sync client; no other extra has them
     SIGNSTREAM_VIDEO=../shared/data/clips/hello locust -f benchmarks/locustfile.py --host http://127.0.0.1:8000
 
 Each user sends 25 frames/s tagged with an `id` and reports frame -> prediction latency to Locust
