@@ -14,10 +14,9 @@ from typing import Any
 
 import tf_keras as keras
 
-LABELS = [
-    "book", "chair", "clothes", "computer", "drink", "drum", "family", "football", "go", "hat",
-    "hello", "kiss", "like", "play", "school", "street", "table", "university", "violin", "wall",
-]  # fmt: skip
+from service.labels import GLOSSES
+
+LABELS = list(GLOSSES)
 WINDOW = 10
 IMAGE_SHAPE = (224, 224, 3)
 EMBEDDING_DIM = 1280
