@@ -122,23 +122,72 @@ class Client:
     options: ClientOptions = field(default_factory=ClientOptions)
     signs: SignDebouncer | None = None  # present while the client subscribes to `sign` events
     connected_at: float = field(default_factory=time.monotonic)
-    # (payload, arrival time); deque(maxlen) drops the oldest when a new frame arrives on a full queue.
-    pending: deque[tuple[Any, float]] = field(init=False)
+    # (payload, arrival time, its reply turn); the oldest is dropped when a frame arrives on a full queue.
+    pending: deque[tuple[Any, float, Turn]] = field(init=False)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
     busy: bool = False  # the worker holds a frame it has not answered yet
     # Set (and replaced) each time the worker has added an embedding: replies that would otherwise
     # be answered from a too old window wait on it.
     embedded: asyncio.Event = field(default_factory=asyncio.Event)
+    # The turn of the newest frame: replies go out in the order the frames came.
+    last_turn: Turn | None = None
 
     def __post_init__(self) -> None:
-        self.pending = deque(maxlen=self.queue_size)
+        self.pending = deque()
 
-    def enqueue(self, payload: Any, arrived: float) -> None:
+    def next_turn(self) -> Turn:
+        turn = Turn(self.last_turn)
+        self.last_turn = turn
+        return turn
+
+    def enqueue(self, payload: Any, arrived: float, turn: Turn) -> None:
         if len(self.pending) == self.queue_size:
             self.stats.dropped += 1
-        self.pending.append((payload, arrived))
+            self.pending.popleft()[2].skip()
+        self.pending.append((payload, arrived, turn))
         self.wake.set()
+
+    def end_turns(self) -> None:
+        """The client is gone: nothing it sent will be answered, so no reply waits for one."""
+        while self.pending:
+            self.pending.popleft()[2].skip()
+
+
+class Turn:
+    """One frame's place in its client's reply order: a reply waits until the frame before has been
+    answered (or dropped), so replies go out in the order frames came, as from the reference server,
+    even when a frame that is not sampled is decoded faster than the one before it is encoded."""
+
+    def __init__(self, previous: Turn | None) -> None:
+        self._previous = previous
+        self._done = asyncio.Event()
+
+    async def wait(self) -> None:
+        if self._previous is not None:
+            await self._previous._done.wait()
+            self._previous = None  # the chain behind it is released
+
+    def finish(self) -> None:
+        self._done.set()
+
+    def skip(self) -> None:
+        """This frame gets no reply: its turn ends when the one before it ends."""
+        previous = self._previous
+        if previous is None or previous._done.is_set():
+            self._done.set()
+            return
+
+        async def after() -> None:
+            await self.wait()
+            self._done.set()
+
+        task = asyncio.get_running_loop().create_task(after())
+        _SKIPPED.add(task)
+        task.add_done_callback(_SKIPPED.discard)
+
+
+_SKIPPED: set[asyncio.Task[None]] = set()  # held so that they are not garbage-collected while waiting
 
 
 @dataclass
@@ -281,6 +330,7 @@ class SignProtocol:
             client.worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await client.worker
+        client.end_turns()
         s = client.stats
         log.info(
             "client %s disconnected: %d frames, %d predictions, %d dropped, %d unsent, %d errors",
@@ -299,30 +349,48 @@ class SignProtocol:
         client.stats.frames += 1
         self.totals.frames += 1
         arrived = time.monotonic()
+        turn = client.next_turn()
+        queued = False
+        try:
+            queued = await self._frame(client, pipeline, payload, extra, arrived, turn)
+        finally:
+            if not queued:
+                turn.finish()
+
+    async def _frame(
+        self, client: Client, pipeline: Pipeline, payload: Any, extra: tuple[Any, ...], arrived: float, turn: Turn
+    ) -> bool:
+        """Answer one frame in its turn; True when it went to the worker (which answers it)."""
         if extra:  # `emit("frame", a, b)`: not a frame the protocol knows
+            await turn.wait()
             await self._send_error(client, FrameError("bad_payload", "a frame is one object"), frame_id_of(payload))
-            return
+            return False
         if has_over_long_id(payload):  # answered without the id: it is what cannot be echoed
             message = f"'id' must be an integer or a string of at most {MAX_ID_LENGTH} characters; frame not used"
+            await turn.wait()
             await self._send_error(client, FrameError("bad_id", message))
-            return
+            return False
         if not client.frame_rate.allow():
             limit = f"more than {self.settings.max_fps:g} frames per second; this frame was not used"
+            await turn.wait()
             await self._send_error(client, FrameError("rate_limited", limit), frame_id_of(payload))
-            return
+            return False
         if client.stream.take(arrived):
             dropped_before = client.stats.dropped
-            client.enqueue(payload, arrived)
+            client.enqueue(payload, arrived, turn)
             self.totals.dropped += client.stats.dropped - dropped_before
-            return
+            return True
         frame_id = frame_id_of(payload)
         try:
             await pipeline.decode(payload_bytes(payload, self.settings.max_frame_bytes))
         except FrameError as error:
+            await turn.wait()
             await self._send_error(client, error, frame_id)
-            return
+            return False
         await self._wait_until_fresh(client, arrived)
+        await turn.wait()
         await self._reply(client, client.stream.last, frame_id, arrived)
+        return False
 
     async def _wait_until_fresh(self, client: Client, arrived: float) -> None:
         """Freshness: the newest embedding behind a reply is at most MAX_STALENESS_MS older than the
@@ -355,29 +423,33 @@ class SignProtocol:
                 client.wake.clear()
                 await client.wake.wait()
                 continue
-            payload, arrived = client.pending.popleft()
+            payload, arrived, turn = client.pending.popleft()
             client.busy = True
             try:
-                await self._answer(client, pipeline, payload, arrived)
+                await self._answer(client, pipeline, payload, arrived, turn)
             finally:
+                turn.finish()
                 client.busy = False
                 client.embedded.set()
                 client.embedded = asyncio.Event()
 
-    async def _answer(self, client: Client, pipeline: Pipeline, payload: Any, arrived: float) -> None:
+    async def _answer(self, client: Client, pipeline: Pipeline, payload: Any, arrived: float, turn: Turn) -> None:
         frame_id = frame_id_of(payload)
         try:
             image = await pipeline.decode(payload_bytes(payload, self.settings.max_frame_bytes))
             prediction = await pipeline.encode_and_classify(image, client.stream, arrived)
         except FrameError as error:
             client.stream.release()
+            await turn.wait()
             await self._send_error(client, error, frame_id)
             return
         except Exception:
             client.stream.release()
             log.exception("inference failed for client %s", client.sid, extra={"sid": client.sid})
+            await turn.wait()
             await self._send_error(client, FrameError("internal", "inference failed for this frame"), frame_id)
             return
+        await turn.wait()
         await self._reply(client, prediction, frame_id, arrived)
 
     async def _reply(self, client: Client, prediction: Prediction, frame_id: FrameId, arrived: float) -> None:
