@@ -153,7 +153,10 @@ def evaluate(
     folders: Annotated[list[Path] | None, typer.Argument(help="Folders of <gloss>/<clip> files.")] = None,
     manifest: Annotated[Path | None, typer.Option(help="A clip manifest CSV (gloss,path,...,split).")] = None,
     split: Annotated[str | None, typer.Option(help="Only manifest rows of this split (e.g. test).")] = None,
-    root: Annotated[list[str] | None, typer.Option(help="NAME=DIR: where manifest paths NAME/... live.")] = None,
+    root: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=DIR: where manifest paths NAME/... live (default: the catalogue's shared, found)."),
+    ] = None,
     window_seconds: Annotated[float | None, typer.Option(help="Override WINDOW_SECONDS.")] = None,
     model: Annotated[str | None, typer.Option(help="Override MODEL (wlasl20c or landmarks).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report here.")] = None,
@@ -175,7 +178,9 @@ def evaluate(
         settings = dataclasses.replace(settings, model=model)
     clips = [clip for folder in folders or [] for clip in clips_in_folder(folder)]
     if manifest is not None:
-        roots = dict(item.split("=", 1) for item in root or [])
+        from training.catalogue import DATA_ROOT, FOUND_ROOT
+
+        roots = {"shared": str(DATA_ROOT), "found": str(FOUND_ROOT)} | dict(item.split("=", 1) for item in root or [])
         try:
             clips += clips_in_manifest(manifest, {k: Path(v) for k, v in roots.items()}, split)
         except ValueError as exc:

@@ -50,16 +50,24 @@ HAND_SIZE = 224
 POSE_SIZE = 256
 NUM_HAND_LANDMARKS = 21
 
-# Pose landmarks kept: nose, shoulders, elbows, wrists (MediaPipe pose indices).
-POSE_POINTS: tuple[int, ...] = (0, 11, 12, 13, 14, 15, 16)
-POSE_NAMES: tuple[str, ...] = ("nose", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow", "l_wrist", "r_wrist")
+# Pose landmarks kept: MediaPipe pose 0-22, i.e. the face (nose, eyes, ears, mouth: where HELLO, DRINK,
+# HAT, KISS, SCHOOL differ) and both arms down to the pose model's own hand points, which place a hand
+# that the hand tracker lost. Index i of this block is MediaPipe pose landmark i.
+POSE_NAMES: tuple[str, ...] = (
+    "nose", "l_eye_inner", "l_eye", "l_eye_outer", "r_eye_inner", "r_eye", "r_eye_outer", "l_ear", "r_ear",
+    "mouth_l", "mouth_r", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow", "l_wrist", "r_wrist",
+    "l_pinky", "r_pinky", "l_index", "r_index", "l_thumb", "r_thumb",
+)  # fmt: skip
+POSE_POINTS: tuple[int, ...] = tuple(range(len(POSE_NAMES)))
+# The same points in a horizontally mirrored image (the signer's left and right swap).
+POSE_MIRROR: tuple[int, ...] = (0, 4, 5, 6, 1, 2, 3, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15, 18, 17, 20, 19, 22, 21)
 
 # Feature layout (all float32):
 #   [0, 64)    slot 0 (signer's right hand): 21 x (x/W, y/H, z/W), then presence (0 or 1)
 #   [64, 128)  slot 1 (signer's left hand): same
-#   [128, 156) pose: 7 points (POSE_NAMES) x (x/W, y/H, z/W, visibility)
-#   [156]      pose presence score
-#   [157]      frame aspect W/H (to turn x/W, y/H back into square units)
+#   [128, 220) pose: 23 points (POSE_NAMES) x (x/W, y/H, z/W, visibility)
+#   [220]      pose presence score
+#   [221]      frame aspect W/H (to turn x/W, y/H back into square units)
 HAND_BLOCK = NUM_HAND_LANDMARKS * 3 + 1
 POSE_OFFSET = 2 * HAND_BLOCK
 POSE_BLOCK = len(POSE_POINTS) * 4
@@ -525,18 +533,47 @@ def frame_features(
 # Signer normalisation (pure)
 # --------------------------------------------------------------------------------------------
 
-NORMALISED_SIZE = 2 * HAND_BLOCK + len(POSE_POINTS) * 3
+# Hand landmark indices: finger chains from the wrist (thumb, index, middle, ring, little).
+FINGERS: tuple[tuple[int, ...], ...] = (
+    (0, 1, 2, 3, 4),
+    (0, 5, 6, 7, 8),
+    (0, 9, 10, 11, 12),
+    (0, 13, 14, 15, 16),
+    (0, 17, 18, 19, 20),
+)
+TIPS = (4, 8, 12, 16, 20)
+TIP_PAIRS = tuple((a, b) for i, a in enumerate(TIPS) for b in TIPS[i + 1 :])
+# Pose indices used below (MediaPipe numbering, see POSE_NAMES).
+NOSE, L_EYE, R_EYE, L_EAR, R_EAR, MOUTH_L, MOUTH_R = 0, 2, 5, 7, 8, 9, 10
+L_SHOULDER, R_SHOULDER, L_ELBOW, R_ELBOW, L_WRIST, R_WRIST = 11, 12, 13, 14, 15, 16
+# Per hand slot (0 = dominant = signer's right after mirroring, 1 = the other): the pose's wrist and elbow.
+SLOT_POSE_WRIST = (R_WRIST, L_WRIST)
+SLOT_POSE_ELBOW = (R_ELBOW, L_ELBOW)
+# wrist, shape, tips, flexion, flags, elbow, index tip to nose and to mouth, palm length and pose wrist depth
+HAND_FEATURES = 2 + 40 + len(TIP_PAIRS) + 15 + 2 + 2 + 2 + 2 + 2
+FRAME_FEATURES = 2 * HAND_FEATURES + 10 + 3
+NORMALISED_SIZE = FRAME_FEATURES
 
 
-def normalise_features(frames_landmarks: npt.ArrayLike, mirror_left_dominant: bool = True) -> FloatArray:
-    """(T, FEATURE_SIZE) raw vectors of one clip -> (T, NORMALISED_SIZE) signer-normalised features.
+@dataclass(frozen=True)
+class BodyFrame:
+    """One window's landmarks in body coordinates: square units, centred on the shoulder midpoint,
+    divided by the shoulder width, mirrored so that slot 0 is the dominant hand."""
 
-    x, y, z are put in square units (x * aspect), centred on the shoulder midpoint and divided by the
-    shoulder width (medians over the frames where both shoulders are visible; fallbacks: the frame
-    centre and a third of the frame height). When the left hand is present more often / moves more
-    than the right (a left-dominant signer), x is mirrored and the hand slots and pose sides swapped,
-    so the dominant hand is always slot 0. Missing hands stay zero with presence 0.
-    Layout: 2 x (21 x 3 + presence), then 7 pose points x (x, y, visibility).
+    hands: FloatArray  # (T, 2, 21, 3)
+    present: npt.NDArray[np.bool_]  # (T, 2) the hand tracker found this hand
+    pose: FloatArray  # (T, 23, 3)
+    visibility: FloatArray  # (T, 23)
+    depth: FloatArray  # (T, 23) the pose model's z relative to the shoulders' (negative = nearer the camera)
+    mirrored: bool
+
+
+def body_frame(frames_landmarks: npt.ArrayLike, mirror_left_dominant: bool = True) -> BodyFrame:
+    """(T, FEATURE_SIZE) raw vectors of one window -> body coordinates (see BodyFrame).
+
+    Scale and centre are medians over the frames where both shoulders are visible (fallbacks: the
+    frame centre and a third of the frame height). When the left hand is present more often / moves
+    more than the right (a left-dominant signer), x is mirrored and hands and pose sides swapped.
     """
     raw = np.asarray(frames_landmarks, dtype=np.float32)
     if raw.ndim != 2 or raw.shape[1] != FEATURE_SIZE:
@@ -546,44 +583,150 @@ def normalise_features(frames_landmarks: npt.ArrayLike, mirror_left_dominant: bo
     sq = np.array([aspect, 1.0, aspect], np.float32)
     hands = raw[:, : 2 * HAND_BLOCK].reshape(t, 2, HAND_BLOCK)
     hand_xyz = hands[:, :, :63].reshape(t, 2, 21, 3) * sq
-    presence = hands[:, :, 63]
-    pose = raw[:, POSE_OFFSET : POSE_OFFSET + POSE_BLOCK].reshape(t, len(POSE_POINTS), 4)
-    pose_xyz = pose[:, :, :3] * sq
-    vis = pose[:, :, 3]
-    shoulders_ok = (vis[:, 1] > 0.5) & (vis[:, 2] > 0.5) & (raw[:, POSE_PRESENCE] > 0.5)
+    present = hands[:, :, 63] > 0.5
+    pose4 = raw[:, POSE_OFFSET : POSE_OFFSET + POSE_BLOCK].reshape(t, len(POSE_POINTS), 4)
+    pose_xyz = pose4[:, :, :3] * sq
+    vis = pose4[:, :, 3].copy()
+    vis[raw[:, POSE_PRESENCE] <= 0.5] = 0.0
+    shoulders_ok = (vis[:, L_SHOULDER] > 0.5) & (vis[:, R_SHOULDER] > 0.5)
     if shoulders_ok.any():
-        mid = np.median((pose_xyz[shoulders_ok, 1, :2] + pose_xyz[shoulders_ok, 2, :2]) / 2.0, axis=0)
-        width = float(np.median(np.linalg.norm(pose_xyz[shoulders_ok, 1, :2] - pose_xyz[shoulders_ok, 2, :2], axis=1)))
+        left, right = pose_xyz[shoulders_ok, L_SHOULDER, :2], pose_xyz[shoulders_ok, R_SHOULDER, :2]
+        mid = np.median((left + right) / 2.0, axis=0)
+        width = float(np.median(np.linalg.norm(left - right, axis=1)))
     else:
         mid = np.array([aspect / 2.0, 0.5], np.float32)
         width = 1.0 / 3.0
     width = max(width, 1e-3)
     centre = np.array([mid[0], mid[1], 0.0], np.float32)
-    hand_n = (hand_xyz - centre) / width
-    pose_n = (pose_xyz - centre) / width
-    mirror = False
-    if mirror_left_dominant:
+    hand_n = ((hand_xyz - centre) / width).astype(np.float32)
+    pose_n = ((pose_xyz - centre) / width).astype(np.float32)
 
-        def activity(slot: int) -> float:
-            present = presence[:, slot] > 0.5
-            if present.sum() < 2:
-                return float(present.sum())
-            wrist = hand_n[present, slot, 0, :2]
-            return float(present.sum()) + float(np.linalg.norm(np.diff(wrist, axis=0), axis=1).sum())
+    def activity(slot: int) -> float:
+        seen = present[:, slot]
+        if seen.sum() < 2:
+            return float(seen.sum())
+        wrist = hand_n[seen, slot, 0, :2]
+        return float(seen.sum()) + float(np.linalg.norm(np.diff(wrist, axis=0), axis=1).sum())
 
-        mirror = activity(1) > activity(0)
+    mirror = mirror_left_dominant and activity(1) > activity(0)
     if mirror:
         hand_n = hand_n[:, ::-1].copy()
-        presence = presence[:, ::-1].copy()
+        present = present[:, ::-1].copy()
         hand_n[..., 0] *= -1.0
-        swap = [0, 2, 1, 4, 3, 6, 5]
-        pose_n = pose_n[:, swap].copy()
-        vis = vis[:, swap].copy()
+        pose_n = pose_n[:, list(POSE_MIRROR)].copy()
+        vis = vis[:, list(POSE_MIRROR)].copy()
         pose_n[..., 0] *= -1.0
-    hand_n = np.where(presence[:, :, None, None] > 0.5, hand_n, 0.0)
-    hand_block = np.concatenate([hand_n.reshape(t, 2, 63), presence[:, :, None]], axis=2).reshape(t, -1)
-    pose_block = np.concatenate([pose_n[:, :, :2], vis[:, :, None]], axis=2).reshape(t, -1)
-    return np.concatenate([hand_block, pose_block], axis=1).astype(np.float32)
+    hand_n[~present] = 0.0
+    shoulder_z = (pose_n[:, L_SHOULDER, 2] + pose_n[:, R_SHOULDER, 2]) / 2.0
+    depth = (pose_n[:, :, 2] - shoulder_z[:, None]).astype(np.float32)
+    return BodyFrame(hand_n, present, pose_n, vis, depth, mirror)
+
+
+def _fill_gaps(values: FloatArray, known: npt.NDArray[np.bool_]) -> FloatArray:
+    """Linear interpolation over time of the frames where `known` is false (held at the ends);
+    zeros when nothing is known. values: (T, ...)."""
+    if known.all() or not known.any():
+        return values if known.any() else np.zeros_like(values)
+    t = len(values)
+    idx = np.nonzero(known)[0]
+    flat = values.reshape(t, -1)
+    out = np.empty_like(flat)
+    for j in range(flat.shape[1]):
+        out[:, j] = np.interp(np.arange(t), idx, flat[idx, j])
+    return out.reshape(values.shape)
+
+
+def _flexion(points: FloatArray) -> FloatArray:
+    """(T, 21, 3) -> (T, 15) cosines of the bend at each finger's three joints (1 = straight)."""
+    out = []
+    for chain in FINGERS:
+        for a, b, c in zip(chain[:-2], chain[1:-1], chain[2:], strict=True):
+            u = points[:, b] - points[:, a]
+            v = points[:, c] - points[:, b]
+            denom = np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1) + 1e-6
+            out.append((u * v).sum(axis=1) / denom)
+    return np.stack(out, axis=1).astype(np.float32)
+
+
+def normalise_features(frames_landmarks: npt.ArrayLike, mirror_left_dominant: bool = True) -> FloatArray:
+    """(T, FEATURE_SIZE) raw vectors of one window -> (T, FRAME_FEATURES) signer-independent features.
+
+    Per hand slot (dominant first): wrist position (body units; the pose model's wrist where the hand
+    tracker lost the hand), handshape as 20 points relative to the wrist divided by the palm length
+    (scale-free), fingertip distances, finger joint flexion, [tracked, pose wrist visible], elbow, index
+    fingertip relative to nose and to mouth. Face: nose, eyes, mouth and ears relative to the nose.
+    Both hands: the wrist offset and distance. A hand lost for a few frames is interpolated over
+    them (its handshape held at the ends of the window); a hand never found in the window is zeros.
+    """
+    body = body_frame(frames_landmarks, mirror_left_dominant)
+    t = body.hands.shape[0]
+    pose, vis = body.pose, body.visibility
+    nose = pose[:, NOSE, :2]
+    mouth = (pose[:, MOUTH_L, :2] + pose[:, MOUTH_R, :2]) / 2.0
+    parts: list[FloatArray] = []
+    wrists = []
+    for slot in range(2):
+        seen = body.present[:, slot]
+        pts = body.hands[:, slot]
+        pose_wrist = pose[:, SLOT_POSE_WRIST[slot], :2]
+        pose_seen = vis[:, SLOT_POSE_WRIST[slot]] > 0.5
+        # The hand's wrist where tracked, else the pose's wrist, else interpolated.
+        wrist = np.where(seen[:, None], pts[:, 0, :2], pose_wrist)
+        wrist = _fill_gaps(wrist, seen | pose_seen)
+        wrists.append(wrist)
+        rel = pts - pts[:, :1]
+        palm = np.linalg.norm(rel[:, 9, :2], axis=1, keepdims=True)
+        shape = (rel / np.maximum(palm, 1e-3)[:, :, None]).astype(np.float32)
+        shape = _fill_gaps(shape, seen)
+        tips = np.stack([np.linalg.norm(shape[:, a, :2] - shape[:, b, :2], axis=1) for a, b in TIP_PAIRS], axis=1)
+        flex = _flexion(shape) if seen.any() else np.zeros((t, 15), np.float32)
+        palm = _fill_gaps(palm, seen)
+        index_tip = wrist + shape[:, 8, :2] * palm
+        elbow = pose[:, SLOT_POSE_ELBOW[slot], :2]
+        # Towards or away from the camera (STREET moves forward): the palm's apparent length and the
+        # pose model's depth of the wrist relative to the shoulders.
+        depth = body.depth[:, SLOT_POSE_WRIST[slot]] if pose_seen.any() else np.zeros(t, np.float32)
+        depth = _fill_gaps(depth[:, None], pose_seen)
+        parts += [
+            wrist,
+            shape[:, 1:, :2].reshape(t, 40),
+            tips,
+            flex,
+            np.stack([seen, pose_seen], axis=1).astype(np.float32),
+            elbow,
+            index_tip - nose,
+            index_tip - mouth,
+            palm,
+            depth,
+        ]
+    face = np.concatenate(
+        [
+            nose,
+            (pose[:, L_EYE, :2] + pose[:, R_EYE, :2]) / 2.0 - nose,
+            mouth - nose,
+            pose[:, L_EAR, :2] - nose,
+            pose[:, R_EAR, :2] - nose,
+        ],
+        axis=1,
+    )
+    between = wrists[0] - wrists[1]
+    parts += [face, between, np.linalg.norm(between, axis=1, keepdims=True)]
+    out = np.concatenate([np.asarray(p, np.float32).reshape(t, -1) for p in parts], axis=1)
+    assert out.shape[1] == FRAME_FEATURES, out.shape
+    return out
+
+
+def window_vector(frames_landmarks: npt.ArrayLike) -> FloatArray:
+    """One window's (T, FEATURE_SIZE) raw vectors -> the sequence model's input vector:
+    the per-frame features in time order, their frame-to-frame differences, their mean and std."""
+    x = normalise_features(frames_landmarks)
+    return np.concatenate([x.reshape(-1), np.diff(x, axis=0).reshape(-1), x.mean(axis=0), x.std(axis=0)]).astype(
+        np.float32
+    )
+
+
+def window_vector_size(window: int) -> int:
+    return (2 * window + 1) * FRAME_FEATURES
 
 
 # --------------------------------------------------------------------------------------------
@@ -606,6 +749,13 @@ def check_landmark_files(model_dir: Path) -> dict[str, Any]:
             "`python -m convert.mediapipe_models` (front end) and `python cli.py train --model landmarks`"
         )
     meta: dict[str, Any] = json.loads((model_dir / SEQUENCE_META).read_text())
+    want = window_vector_size(int(meta["window"]))
+    if meta.get("raw_feature_size") != FEATURE_SIZE or list(meta["input"]["shape"])[-1] != want:
+        raise ModelError(
+            f"{model_dir / SEQUENCE_META} was trained on other landmark features (raw {meta.get('raw_feature_size')},"
+            f" input {meta['input']['shape']}; serving makes raw {FEATURE_SIZE}, input {want}): retrain with"
+            " `python cli.py train --model landmarks`"
+        )
     return meta
 
 
@@ -613,8 +763,8 @@ class LandmarkRecognizer:
     """Hand and pose landmarks per frame (tracked per stream), a small sequence model on 10 of them.
 
     `encode_pre` runs the per-stream tracker (palm detection only when tracking is lost), so it is
-    the expensive stage here; `encode_core` has nothing left to do; `classify` normalises each
-    window for the signer (position, scale, dominant hand) and runs the sequence model.
+    the expensive stage here; `encode_core` has nothing left to do; `classify` turns each
+    window into the signer-normalised window vector (`window_vector`) and runs the sequence model.
     """
 
     name = "landmarks"
@@ -641,5 +791,5 @@ class LandmarkRecognizer:
         return inputs
 
     def classify(self, windows: FloatArray) -> FloatArray:
-        normalised = np.stack([normalise_features(window) for window in windows])
-        return np.asarray(self._sequence.run(None, {self._input: normalised})[0], dtype=np.float32)
+        vectors = np.stack([window_vector(window) for window in windows])
+        return np.asarray(self._sequence.run(None, {self._input: vectors})[0], dtype=np.float32)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from service.preprocess import FloatArray
 
@@ -123,10 +124,21 @@ class StreamState:
         order = np.arange(self._count - held, self._count) % capacity  # slots, oldest first
         if self.window_seconds == 0.0:
             return self._embeddings[order[-self.window_size :]]
-        times = self._times[order]
-        start = max(float(times[0]), float(times[-1]) - self.window_seconds)
-        targets = np.linspace(start, times[-1], self.window_size)
-        after = np.clip(np.searchsorted(times, targets), 1, held - 1)
-        nearer_before = (targets - times[after - 1]) <= (times[after] - targets)
-        picks = np.where(nearer_before, after - 1, after)
-        return self._embeddings[order[picks]]
+        return self._embeddings[order[pick_window(self._times[order], self.window_size, self.window_seconds)]]
+
+
+def pick_window(times: npt.NDArray[np.float64], window_size: int, window_seconds: float) -> npt.NDArray[np.int64]:
+    """Which of the embeddings at `times` (ascending, at least `window_size`) make the window.
+
+    `window_size` picks evenly spaced in time over the last `window_seconds` (or the whole history
+    while it is shorter), each the one nearest its target time (ties to the earlier), so the window
+    always ends with the newest. Serving (StreamState.window) and training both pick with this.
+    """
+    held = len(times)
+    start = max(float(times[0]), float(times[-1]) - window_seconds)
+    targets = np.linspace(start, times[-1], window_size)
+    if held == 1:
+        return np.zeros(window_size, dtype=np.int64)
+    after = np.clip(np.searchsorted(times, targets), 1, held - 1)
+    nearer_before = (targets - times[after - 1]) <= (times[after] - targets)
+    return np.asarray(np.where(nearer_before, after - 1, after), dtype=np.int64)

@@ -1,180 +1,149 @@
-"""Landmark sequence model: T evenly spaced per-frame landmark vectors -> 20 gloss probabilities.
+"""The landmark sequence model: one serving window of landmark frames -> 20 gloss probabilities.
 
-Data: data/landmarks.npz (raw per-frame features, service/landmarks.py layout) joined to
-data/manifest.csv by clip path. Only `split == train` clips are used for training and for choosing
-the model (leave-one-source-out CV by `source_repo`); the `test` clips are evaluated once, at the end,
-by the model trained on all train clips; `excluded` clips are never used.
+Data: data/landmarks.npz (raw per-frame vectors, service/landmarks.py layout) of the catalogued
+clips (training/catalogue.py). Test-signer clips are never trained on and never choose anything;
+every choice (features, model, hyper-parameters) is made by cross-validation on the train split
+grouped by signer (no signer in both the training and the validation folds).
 
-Windows (as serving builds them, service/stream.py): T target times evenly spaced over a span,
-each mapped to the NEAREST frame (ties to the earlier one); the T raw vectors then go through
-`service.landmarks.normalise_features` -- the same function serving calls -- giving (T, NORMALISED_SIZE).
-Evaluation windows span the whole clip. Training windows are augmented:
-  * raw space (before normalise_features): random sub-span 60-100 % of the clip with a monotone time
-    warp; mirror (x -> 1 - x, hand slots swapped, pose left/right swapped) with p = 0.5 -- note that
-    normalise_features(mirror_left_dominant=True) mirrors left-dominant windows back, so this mostly
-    exercises its dominance decision rather than producing left-handed inputs; dropped hand frames
-    (hand block incl. presence zeroed, p per frame and slot);
-  * normalised space (after): scale, small rotation about the shoulder midpoint, Gaussian noise on
-    present points.
-A pool of augmented windows is drawn once per clip (fixed seed); each fold trains on its clips'
-windows, sampled balanced over glosses (gloss uniform, then clip, then window).
+Windows are made exactly as serving makes them: the landmarks are the tracker's output on the frames
+serving's sampling schedule takes (`<key>|served<k>` in data/landmarks.npz, two sampling phases),
+replayed through serving's own `StreamState` (sampling at EMBEDDINGS_PER_SECOND, `pick_window`), and
+each window's raw frames go through `service.landmarks.window_vector`, the function serving calls. A window whose
+frames mostly show a tracked hand is labelled with the clip's gloss, one with no hand at all is
+labelled idle (an extra training class that the exported model leaves out of its 20 outputs, so
+idle windows score low and are answered `none`), the others are not trained on. Clips are scored as
+`cli evaluate` scores them: the most confident window above the threshold names the clip.
 
-Models: "gru" (GRU(units) -> Dropout -> Dense(20, softmax)), "conv" (2 x Conv1D -> global average
-pool -> Dense), and the baseline "logreg" (mean and std over time -> softmax regression, numpy).
+Augmentation (raw space, before window_vector): signing speed (clip time scaled by 0.75-1.33),
+the sampling phase (either extracted phase), a mirror image (p 0.5), a small rotation and anisotropic
+scale of the image, and hands dropped in single frames (the tracker loses hands near the face).
 
-    TF_USE_LEGACY_KERAS=1 python -m training.landmark_model            # LOSO for all configs, pick,
-                                                                       # train on train, test once, export
-    python -m training.landmark_model --configs logreg gru64 --no-export
-Outputs: model/landmarks/sequence.onnx (input "windows" (B, T, NORMALISED_SIZE) float32, already
-normalised; output (B, 20) probabilities in LABELS order), sequence.json, training_report.json.
+    python -m training.landmark_model                 # grouped CV of every config, export the best
+    python -m training.landmark_model --configs logreg_c0.1 --no-export
+Outputs: model/landmarks/sequence.onnx (input "windows" (B, D) float32 = window_vector;
+output "probabilities" (B, 20)), sequence.json, training_report.json.
 """
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import argparse
-import csv
 import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from service.labels import GLOSSES
 from service.landmarks import (
+    ASPECT,
     FEATURE_SIZE,
     HAND_BLOCK,
-    NORMALISED_SIZE,
     POSE_BLOCK,
+    POSE_MIRROR,
     POSE_OFFSET,
     POSE_POINTS,
-    normalise_features,
+    window_vector,
+    window_vector_size,
 )
+from service.settings import Settings
+from service.stream import StreamState
+from training.catalogue import ROOT, load_catalogue, signer_folds
+from training.landmark_features import served_key
 
-ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "model" / "landmarks"
+LANDMARKS = ROOT / "data" / "landmarks.npz"
 OPSET = 17
-# LABELS order as in convert/architecture.py (kept in sync by a check in main()).
-LABELS = [
-    "book", "chair", "clothes", "computer", "drink", "drum", "family", "football", "go", "hat",
-    "hello", "kiss", "like", "play", "school", "street", "table", "university", "violin", "wall",
-]  # fmt: skip
-POSE_SWAP = [0, 2, 1, 4, 3, 6, 5]  # nose, l/r shoulder, l/r elbow, l/r wrist
-STREAM_SECONDS = 2.0  # serving's default WINDOW_SECONDS
-STREAM_STEP = 0.25
-
-
-# --------------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------------
+IDLE = len(GLOSSES)  # the extra training class
+SIGN_HAND_RATE = 0.5  # a window is a sign window when at least this share of its frames has a tracked hand
+DEFAULTS = Settings()
 
 
 @dataclass
 class Clip:
     key: str
-    path: str
     gloss: str
     label: int
-    source: str
-    split: str
-    raw: np.ndarray  # (N, FEATURE_SIZE) float32
-    times: np.ndarray  # (N,) seconds
+    signer: str
+    form: str
+    test: bool
+    fps: float
+    # What serving computes for this clip: the tracker's raw vectors (n, FEATURE_SIZE) on the frames
+    # its sampling schedule takes, and their timestamps (s), once per sampling phase.
+    served: list[tuple[np.ndarray, np.ndarray]]
+    # The tracker run on every frame (what training used before this was measured as a skew).
+    dense: tuple[np.ndarray, np.ndarray]
 
 
-def npz_key(path: str) -> str:
-    """Manifest path -> data/landmarks.npz key (<gloss>/<source>/<stem>)."""
-    parts = Path(path).parts
-    stem = Path(path).stem
-    if parts[0] == "shared":
-        return f"{parts[-2]}/shared/{stem}"
-    if parts[0] == "extra":
-        return f"{parts[-2]}/extra_{parts[1]}/{stem}"
-    raise ValueError(f"unknown clip root in {path}")
-
-
-def load_clips(manifest: Path, npz: Path) -> list[Clip]:
-    data = np.load(npz)
-    meta = json.loads(str(data["_index"]))["clips"]
-    clips = []
-    with manifest.open() as handle:
-        for row in csv.DictReader(handle):
-            key = npz_key(row["path"])
-            raw = data[key].astype(np.float32)
-            fps = float(meta[key].get("fps") or 0.0) or 30.0
+def load_clips(npz: Path = LANDMARKS) -> list[Clip]:
+    with np.load(npz) as data:
+        meta = json.loads(str(data["_index"]))
+        settings = meta["served"]
+        if (settings["embeddings_per_second"], settings["window_seconds"]) != (
+            DEFAULTS.embeddings_per_second,
+            DEFAULTS.window_seconds,
+        ):
+            raise SystemExit(f"{npz} was extracted for another sampling schedule ({settings}): re-extract")
+        clips = []
+        for rec in load_catalogue():
+            served = []
+            for k in range(len(settings["phases"])):
+                raw = data[served_key(rec.key, k)].astype(np.float32)
+                if raw.shape[1] != FEATURE_SIZE:
+                    raise SystemExit(
+                        f"{npz}: {raw.shape[1]} values per frame, serving makes {FEATURE_SIZE}: re-extract"
+                    )
+                served.append((raw, data[served_key(rec.key, k) + "|t"].astype(np.float64)))
+            info = meta["clips"][rec.key]
+            raw = data[rec.key].astype(np.float32)
+            dense = (raw, np.arange(len(raw), dtype=np.float64) / float(info["fps"]))
+            label = GLOSSES.index(rec.gloss)
             clips.append(
-                Clip(
-                    key,
-                    row["path"],
-                    row["gloss"],
-                    LABELS.index(row["gloss"]),
-                    row["source_repo"],
-                    row["split"],
-                    raw,
-                    np.arange(len(raw), dtype=np.float64) / fps,
-                )
+                Clip(rec.key, rec.gloss, label, rec.signer, rec.form, rec.test, float(info["fps"]), served, dense)
             )
     return clips
 
 
-def nearest_picks(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Index of the frame nearest each target time, ties to the earlier frame (as service/stream.py)."""
-    n = len(times)
-    if n == 1:
-        return np.zeros(len(targets), dtype=np.int64)
-    after = np.clip(np.searchsorted(times, targets), 1, n - 1)
-    nearer_before = (targets - times[after - 1]) <= (times[after] - targets)
-    return np.where(nearer_before, after - 1, after)
+# --------------------------------------------------------------------------------------------
+# Windows, as serving makes them
+# --------------------------------------------------------------------------------------------
 
 
-def clip_window(clip: Clip, t: int, start: float | None = None, end: float | None = None) -> np.ndarray:
-    """(t, NORMALISED_SIZE): t frames evenly spaced in time over [start, end] (default the whole clip)."""
-    s = clip.times[0] if start is None else start
-    e = clip.times[-1] if end is None else end
-    picks = nearest_picks(clip.times, np.linspace(s, e, t))
-    return normalise_features(clip.raw[picks])
-
-
-def stream_windows(clip: Clip, t: int, seconds: float = STREAM_SECONDS, step: float = STREAM_STEP) -> np.ndarray:
-    """Serving-like windows: ending every `step` s (once t frames exist), over the last `seconds` of history."""
+def serving_windows(times: np.ndarray, window: int, seconds: float, per_second: float) -> list[np.ndarray]:
+    """Frame indices of every window serving would classify for frames arriving at `times`."""
+    state = StreamState(window, 1, seconds, per_second)
     out = []
-    end_time = clip.times[min(t, len(clip.times)) - 1]
-    while True:
-        upto = int(np.searchsorted(clip.times, end_time, side="right"))
-        times = clip.times[:upto]
-        start = max(float(times[0]), float(times[-1]) - seconds)
-        picks = nearest_picks(times, np.linspace(start, times[-1], t))
-        out.append(normalise_features(clip.raw[picks]))
-        if end_time >= clip.times[-1]:
-            break
-        end_time = min(end_time + step, float(clip.times[-1]))
-    return np.stack(out)
+    for i, t in enumerate(times):
+        if state.take(float(t)):
+            state.add(np.array([i], np.float32), float(t))
+            picks = state.window()
+            if picks is not None:
+                out.append(picks[:, 0].astype(np.int64))
+    return out
 
 
-# --------------------------------------------------------------------------------------------
-# Augmentation
-# --------------------------------------------------------------------------------------------
+def window_label(raw: np.ndarray, gloss: int) -> int | None:
+    tracked = raw[:, [HAND_BLOCK - 1, 2 * HAND_BLOCK - 1]].max(axis=1) > 0.5
+    rate = float(tracked.mean())
+    if rate >= SIGN_HAND_RATE:
+        return gloss
+    return IDLE if rate == 0.0 else None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Aug:
-    span_min: float = 0.6
-    warp: float = 0.25  # time warp exponent exp(U(-warp, warp))
+    speed: float = 0.33  # clip time x U(1/(1+speed), 1+speed)
     mirror: float = 0.5
-    drop_hand: float = 0.15  # per frame and hand slot
-    scale: float = 0.15  # isotropic U(1-scale, 1+scale), then x/y +-5 %
-    rotate_deg: float = 10.0
-    noise: float = 0.03  # shoulder widths
+    rotate_deg: float = 8.0
+    scale: float = 0.1  # x and y scaled by U(1-scale, 1+scale) each
+    drop_hand: float = 0.1  # per frame and hand
 
 
 def mirror_raw(raw: np.ndarray) -> np.ndarray:
-    """Horizontally flipped image: x -> 1 - x (where set), hand slots and pose sides swapped."""
+    """The raw vectors of the horizontally flipped image: x -> 1 - x, hand slots and pose sides swapped."""
     out = raw.copy()
     hands = out[:, : 2 * HAND_BLOCK].reshape(len(out), 2, HAND_BLOCK)
     xs = hands[:, :, 0:63:3]
@@ -183,288 +152,347 @@ def mirror_raw(raw: np.ndarray) -> np.ndarray:
     pose = out[:, POSE_OFFSET : POSE_OFFSET + POSE_BLOCK].reshape(len(out), len(POSE_POINTS), 4)
     px = pose[:, :, 0]
     pose[:, :, 0] = np.where(px != 0.0, 1.0 - px, px)
-    out[:, POSE_OFFSET : POSE_OFFSET + POSE_BLOCK] = pose[:, POSE_SWAP].reshape(len(out), -1)
+    out[:, POSE_OFFSET : POSE_OFFSET + POSE_BLOCK] = pose[:, list(POSE_MIRROR)].reshape(len(out), -1)
     return out
 
 
-def augment_window(clip: Clip, t: int, aug: Aug, rng: np.random.Generator) -> np.ndarray:
-    duration = float(clip.times[-1] - clip.times[0])
-    frac = rng.uniform(aug.span_min, 1.0)
-    start = clip.times[0] + rng.uniform(0.0, (1.0 - frac) * duration)
-    u = np.linspace(0.0, 1.0, t) ** math.exp(rng.uniform(-aug.warp, aug.warp))
-    picks = nearest_picks(clip.times, start + frac * duration * u)
-    raw = clip.raw[picks].copy()
-    if rng.random() < aug.mirror:
-        raw = mirror_raw(raw)
-    if aug.drop_hand > 0:
-        for slot in range(2):
-            drop = rng.random(t) < aug.drop_hand
-            raw[drop, slot * HAND_BLOCK : (slot + 1) * HAND_BLOCK] = 0.0
-    x = normalise_features(raw)
-    hands = x[:, : 2 * HAND_BLOCK].reshape(t, 2, HAND_BLOCK)
-    pts = hands[:, :, :63].reshape(t, 2, 21, 3)
-    present = hands[:, :, 63] > 0.5
-    pose = x[:, 2 * HAND_BLOCK :].reshape(t, len(POSE_POINTS), 3)
+def warp_raw(raw: np.ndarray, rng: np.random.Generator, aug: Aug) -> np.ndarray:
+    """Rotate and scale every point about the image centre (square units), drop hands in single frames."""
+    out = raw.copy()
+    aspect = float(np.median(raw[:, ASPECT]))
     angle = math.radians(rng.uniform(-aug.rotate_deg, aug.rotate_deg))
-    s = rng.uniform(1 - aug.scale, 1 + aug.scale) * rng.uniform(0.95, 1.05, size=2)
-    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]]) * s[None, :]
-    pts[..., :2] = pts[..., :2] @ rot.T.astype(np.float32)
-    pose[..., :2] = pose[..., :2] @ rot.T.astype(np.float32)
-    if aug.noise > 0:
-        pts += rng.normal(0.0, aug.noise, pts.shape).astype(np.float32) * present[:, :, None, None]
-        pose[..., :2] += rng.normal(0.0, aug.noise, pose[..., :2].shape).astype(np.float32)
-    hands[:, :, :63] = pts.reshape(t, 2, 63)
-    x[:, : 2 * HAND_BLOCK] = hands.reshape(t, -1)
-    x[:, 2 * HAND_BLOCK :] = pose.reshape(t, -1)
-    return x
+    sx, sy = rng.uniform(1 - aug.scale, 1 + aug.scale, size=2)
+    m = np.array([[math.cos(angle) * sx, -math.sin(angle) * sy], [math.sin(angle) * sx, math.cos(angle) * sy]])
+
+    def move(xy: np.ndarray, valid: np.ndarray) -> None:
+        p = np.stack([(xy[..., 0] - 0.5) * aspect, xy[..., 1] - 0.5], axis=-1) @ m.T
+        xy[..., 0] = np.where(valid, p[..., 0] / aspect + 0.5, xy[..., 0])
+        xy[..., 1] = np.where(valid, p[..., 1] + 0.5, xy[..., 1])
+
+    hands = out[:, : 2 * HAND_BLOCK].reshape(len(out), 2, HAND_BLOCK)
+    pts = hands[:, :, :63].reshape(len(out), 2, 21, 3)
+    move(pts, np.broadcast_to(hands[:, :, 63:64] > 0.5, pts.shape[:3]))
+    hands[:, :, :63] = pts.reshape(len(out), 2, 63)
+    drop = rng.random((len(out), 2)) < aug.drop_hand
+    hands[drop] = 0.0
+    out[:, : 2 * HAND_BLOCK] = hands.reshape(len(out), -1)
+    pose = out[:, POSE_OFFSET : POSE_OFFSET + POSE_BLOCK].reshape(len(out), len(POSE_POINTS), 4)
+    move(pose, pose[..., 0] != 0.0)
+    out[:, POSE_OFFSET : POSE_OFFSET + POSE_BLOCK] = pose.reshape(len(out), -1)
+    return out
 
 
-def window_pool(clips: list[Clip], t: int, per_clip: int, aug: Aug | None, seed: int) -> dict[str, np.ndarray]:
-    """`per_clip` training windows per clip (the first is always the plain whole-clip window)."""
+@dataclass(frozen=True)
+class Windows:
+    x: np.ndarray  # (n, D)
+    y: np.ndarray  # (n,) class, IDLE for idle windows
+    clip: np.ndarray  # (n,) index into the clip list
+
+
+@dataclass(frozen=True)
+class ClipWindows:
+    """Every window serving classifies for one clip, as model inputs, and which have no hand at all."""
+
+    x: np.ndarray  # (n, D)
+    idle: np.ndarray  # (n,) bool
+
+
+def clip_windows(clip: Clip, window: int, per_second: float, seconds: float) -> ClipWindows:
+    raw, times = clip.served[0]
+    picks = serving_windows(times, window, seconds, per_second)
+    if not picks:  # fewer frames than one window: serving never answers such a clip
+        return ClipWindows(np.zeros((0, window_vector_size(window)), np.float32), np.zeros(0, bool))
+    x = np.stack([window_vector(raw[p]) for p in picks])
+    idle = np.array([window_label(raw[p], clip.label) == IDLE for p in picks])
+    return ClipWindows(x, idle)
+
+
+def training_windows(
+    clips: list[Clip],
+    window: int,
+    copies: int,
+    aug: Aug | None,
+    seed: int,
+    seconds: float,
+    per_second: float,
+    rare_boost: bool = False,
+    dense: bool = False,
+) -> Windows:
+    """Labelled windows of every clip: the plain replay plus `copies` augmented replays (with
+    `rare_boost`, up to 4x more for a gloss with fewer clips than the median gloss)."""
     rng = np.random.default_rng(seed)
-    pool = {}
-    for clip in clips:
-        wins = [clip_window(clip, t)]
-        for _ in range(per_clip - 1):
-            wins.append(augment_window(clip, t, aug, rng) if aug is not None else clip_window(clip, t))
-        pool[clip.key] = np.stack(wins).astype(np.float32)
-    return pool
-
-
-def balanced_indices(
-    clips: list[Clip], pool: dict[str, np.ndarray], n: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    by_gloss: dict[int, list[Clip]] = {}
-    for clip in clips:
-        by_gloss.setdefault(clip.label, []).append(clip)
-    glosses = sorted(by_gloss)
-    xs, ys = [], []
-    for g in rng.choice(glosses, size=n):
-        members = by_gloss[int(g)]
-        clip = members[int(rng.integers(len(members)))]
-        wins = pool[clip.key]
-        xs.append(wins[int(rng.integers(len(wins)))])
-        ys.append(clip.label)
-    return np.stack(xs), np.asarray(ys, dtype=np.int64)
+    per_gloss = np.bincount([c.label for c in clips], minlength=len(GLOSSES))
+    median = float(np.median(per_gloss[per_gloss > 0]))
+    xs, ys, owners = [], [], []
+    for ci, clip in enumerate(clips):
+        boost = min(4, max(1, round(median / per_gloss[clip.label]))) if rare_boost else 1
+        for copy in range(1 + (copies * boost if aug else 0)):
+            sources = [clip.dense] if dense else clip.served
+            plain, times = sources[0 if copy == 0 else int(rng.integers(len(sources)))]
+            raw = plain
+            if copy:
+                assert aug is not None
+                times = times * math.exp(rng.uniform(-math.log1p(aug.speed), math.log1p(aug.speed)))
+                raw = mirror_raw(raw) if rng.random() < aug.mirror else raw
+                raw = warp_raw(raw, rng, aug)
+            for p in serving_windows(times, window, seconds, per_second):
+                label = window_label(plain[p], clip.label)
+                if label is None:
+                    continue
+                xs.append(window_vector(raw[p]))
+                ys.append(label)
+                owners.append(ci)
+    return Windows(np.stack(xs).astype(np.float32), np.asarray(ys), np.asarray(owners))
 
 
 # --------------------------------------------------------------------------------------------
-# Models
+# Models: standardise -> softmax regression, or -> MLP; both export to the same small ONNX graph
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class HParams:
-    kind: str = "gru"  # gru | conv | logreg
-    units: int = 64
-    dropout: float = 0.3
-    l2: float = 1e-4
-    lr: float = 2e-3
-    epochs: int = 30
-    samples_per_epoch: int = 1024
-    batch: int = 64
+@dataclass(frozen=True)
+class Config:
+    kind: str  # logreg | mlp
+    c: float = 0.1  # logreg: inverse L2 strength
+    hidden: int = 256  # mlp
+    alpha: float = 1e-3  # mlp L2
+    copies: int = 4  # augmented replays per clip
     augment: bool = True
-    per_clip: int = 64
-    aug: Aug = field(default_factory=Aug)
+    forms: tuple[str, ...] = ("canonical", "variant")
+    idle: bool = True
+    rare_boost: bool = False
+    dense: bool = False  # train on every-frame tracking instead of what serving computes (for measuring)
 
 
-CONFIGS: dict[str, HParams] = {
-    "logreg": HParams(kind="logreg", l2=1e-2, lr=0.5, epochs=200, samples_per_epoch=2048),
-    "gru64": HParams(kind="gru", units=64),
-    "gru64_noaug": HParams(kind="gru", units=64, augment=False),
-    "conv64": HParams(kind="conv", units=64),
+CONFIGS: dict[str, Config] = {
+    "logreg_c0.001": Config("logreg", c=0.001),
+    "logreg_c0.003": Config("logreg", c=0.003),
+    "logreg_c0.01": Config("logreg", c=0.01),
+    "logreg_c0.001_rare": Config("logreg", c=0.001, rare_boost=True),
+    "logreg_c0.003_rare": Config("logreg", c=0.003, rare_boost=True),
+    "logreg_c0.01_rare": Config("logreg", c=0.01, rare_boost=True),
+    "logreg_c0.003_rare_x8": Config("logreg", c=0.003, rare_boost=True, copies=8),
+    "mlp256_rare": Config("mlp", hidden=256, alpha=1e-2, rare_boost=True),
+    "logreg_c0.003_rare_dense": Config("logreg", c=0.003, rare_boost=True, dense=True),
+    "logreg_c0.03": Config("logreg", c=0.03),
+    "logreg_c0.1": Config("logreg", c=0.1),
+    "logreg_c1": Config("logreg", c=1.0),
+    "logreg_c0.1_noaug": Config("logreg", c=0.1, augment=False),
+    "logreg_c0.1_canonical": Config("logreg", c=0.1, forms=("canonical",)),
+    "logreg_c0.1_noidle": Config("logreg", c=0.1, idle=False),
+    "mlp256": Config("mlp", hidden=256, alpha=1e-2),
 }
 
 
-def set_seeds(seed: int) -> None:
-    import tensorflow as tf
-    import tf_keras as keras
+class Model:
+    """Standardisation + classifier over the window vector; `layers` are (W, b) pairs, ReLU between."""
 
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    def __init__(
+        self, mean: np.ndarray, scale: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]], classes: np.ndarray
+    ) -> None:
+        self.mean, self.scale, self.layers = mean.astype(np.float32), scale.astype(np.float32), layers
+        self.classes = classes  # the class of each output of the last layer
 
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        h = (x - self.mean) / self.scale
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < len(self.layers) - 1:
+                h = np.maximum(h, 0.0)
+        return h
 
-def build_keras(hp: HParams, t: int) -> Any:
-    import tf_keras as keras
-
-    reg = keras.regularizers.l2(hp.l2) if hp.l2 else None
-    inputs = keras.Input((t, NORMALISED_SIZE), name="windows")
-    if hp.kind == "gru":
-        x = keras.layers.GRU(hp.units, unroll=True, kernel_regularizer=reg, name="gru")(inputs)
-    elif hp.kind == "conv":
-        x = keras.layers.Conv1D(hp.units, 3, padding="same", activation="relu", kernel_regularizer=reg)(inputs)
-        x = keras.layers.Conv1D(hp.units, 3, padding="same", activation="relu", kernel_regularizer=reg)(x)
-        x = keras.layers.GlobalAveragePooling1D()(x)
-    else:
-        raise ValueError(hp.kind)
-    x = keras.layers.Dropout(hp.dropout)(x)
-    outputs = keras.layers.Dense(len(LABELS), activation="softmax", kernel_regularizer=reg, name="probabilities")(x)
-    model = keras.Model(inputs, outputs, name=f"landmark_{hp.kind}")
-    model.compile(optimizer=keras.optimizers.Adam(hp.lr), loss="sparse_categorical_crossentropy")
-    return model
-
-
-class LogReg:
-    """Baseline: mean and std of each feature over the window -> standardised -> softmax regression."""
-
-    def __init__(self, hp: HParams) -> None:
-        self.hp = hp
-
-    @staticmethod
-    def pooled(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([x.mean(axis=1), x.std(axis=1)], axis=1)
-
-    def fit(self, x: np.ndarray, y: np.ndarray) -> LogReg:
-        f = self.pooled(x)
-        self.mu, self.sd = f.mean(0), f.std(0) + 1e-6
-        f = ((f - self.mu) / self.sd).astype(np.float32)
-        n, d = f.shape
-        self.w = np.zeros((d, len(LABELS)), np.float32)
-        self.b = np.zeros(len(LABELS), np.float32)
-        onehot = np.eye(len(LABELS), dtype=np.float32)[y]
-        for _ in range(self.hp.epochs):  # full-batch gradient descent
-            p = self._softmax(f @ self.w + self.b)
-            g = (p - onehot) / n
-            self.w -= np.float32(self.hp.lr) * (f.T @ g + np.float32(self.hp.l2) * self.w)
-            self.b -= np.float32(self.hp.lr) * g.sum(0)
-        return self
-
-    @staticmethod
-    def _softmax(z: np.ndarray) -> np.ndarray:
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """(n, 20): softmax over every trained class (idle included), then the 20 glosses only."""
+        z = self.logits(x)
         z = z - z.max(axis=1, keepdims=True)
         e = np.exp(z)
-        return np.asarray(e / e.sum(axis=1, keepdims=True))
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self._softmax(((self.pooled(x) - self.mu) / self.sd) @ self.w + self.b)
-
-
-def train(clips: list[Clip], pool: dict[str, np.ndarray], hp: HParams, t: int, seed: int) -> Any:
-    rng = np.random.default_rng(seed)
-    if hp.kind == "logreg":
-        x, y = balanced_indices(clips, pool, hp.samples_per_epoch, rng)
-        return LogReg(hp).fit(x, y)
-    set_seeds(seed)
-    x, y = balanced_indices(clips, pool, hp.samples_per_epoch * hp.epochs, rng)
-    model = build_keras(hp, t)
-    model.fit(x, y, batch_size=hp.batch, epochs=1, shuffle=False, verbose=0)
-    return model
+        p = e / e.sum(axis=1, keepdims=True)
+        out = np.zeros((len(x), len(GLOSSES)), np.float32)
+        for j, cls in enumerate(self.classes):
+            if cls < len(GLOSSES):
+                out[:, cls] = p[:, j]
+        return out
 
 
-def predict(model: Any, x: np.ndarray) -> np.ndarray:
-    if isinstance(model, LogReg):
-        return model.predict(x)
-    return np.asarray(model(x.astype(np.float32), training=False))
+def fit(windows: Windows, clips: list[Clip], config: Config, seed: int) -> Model:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    keep = np.array([clips[c].form in config.forms for c in windows.clip]) & (config.idle | (windows.y != IDLE))
+    x, y = windows.x[keep], windows.y[keep]
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-3
+    z = (x - mean) / scale
+    # Every gloss weighs the same however many windows it has (rare glosses have few clips).
+    counts = np.bincount(y, minlength=IDLE + 1).astype(np.float64)
+    weight = (len(y) / (np.count_nonzero(counts) * np.maximum(counts, 1.0)))[y]
+    if config.kind == "logreg":
+        clf = LogisticRegression(C=config.c, max_iter=300, tol=1e-3)
+        clf.fit(z, y, sample_weight=weight)
+        layers = [(clf.coef_.T.astype(np.float32), clf.intercept_.astype(np.float32))]
+    else:
+        rng = np.random.default_rng(seed)
+        idx = rng.choice(len(y), size=len(y), p=weight / weight.sum())  # resample to balance
+        clf = MLPClassifier((config.hidden,), alpha=config.alpha, max_iter=60, early_stopping=False, random_state=seed)
+        clf.fit(z[idx], y[idx])
+        layers = [
+            (w.astype(np.float32), b.astype(np.float32)) for w, b in zip(clf.coefs_, clf.intercepts_, strict=True)
+        ]
+    return Model(mean, scale, layers, np.asarray(clf.classes_))
 
 
 # --------------------------------------------------------------------------------------------
-# Evaluation
+# Scoring clips as `cli evaluate` does
 # --------------------------------------------------------------------------------------------
 
 
-def clip_row(clip: Clip, probs: np.ndarray, stream_probs: np.ndarray, trainable: set[int]) -> dict[str, Any]:
-    order = np.argsort(-probs)
-    mean_stream = stream_probs.mean(axis=0)
+def score_clip(probs: np.ndarray, label: int, threshold: float) -> dict[str, Any]:
+    """The most confident window above `threshold` names the clip (else none); top-5 from that window."""
+    if len(probs) == 0:
+        return {"predicted": "none", "score": 0.0, "top1": False, "top5": False, "top5_labels": []}
+    best = int(probs.max(axis=1).argmax())
+    p = probs[best]
+    order = np.argsort(-p)
+    predicted = GLOSSES[int(order[0])] if p[order[0]] > threshold else "none"
     return {
-        "key": clip.key,
-        "path": clip.path,
-        "source_repo": clip.source,
-        "gloss": clip.gloss,
-        "frames": len(clip.raw),
-        "seconds": round(float(clip.times[-1]), 2),
-        "hand_rate": round(float((clip.raw[:, [HAND_BLOCK - 1, 2 * HAND_BLOCK - 1]].max(axis=1) > 0.5).mean()), 3),
-        "gloss_in_training": clip.label in trainable,
-        "top5": [[LABELS[i], round(float(probs[i]), 4)] for i in order[:5]],
-        "rank": int(np.nonzero(order == clip.label)[0][0]) + 1,
-        "top1": bool(order[0] == clip.label),
-        "in_top5": bool(clip.label in order[:5]),
-        "p_true": round(float(probs[clip.label]), 4),
-        "stream_windows": len(stream_probs),
-        "stream_window_top1_rate": round(float((stream_probs.argmax(1) == clip.label).mean()), 3),
-        "stream_mean_top1": bool(mean_stream.argmax() == clip.label),
+        "predicted": predicted,
+        "score": round(float(p[order[0]]), 4),
+        "top1": predicted == GLOSSES[label],
+        "top5": bool(label in order[:5]),
+        "top5_labels": [GLOSSES[int(i)] for i in order[:5]],
     }
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    def rates(rs: list[dict[str, Any]]) -> dict[str, Any]:
-        n = len(rs)
-        return {
-            "clips": n,
-            "top1": round(sum(r["top1"] for r in rs) / n, 4) if n else None,
-            "top5": round(sum(r["in_top5"] for r in rs) / n, 4) if n else None,
-            "top1_count": sum(r["top1"] for r in rs),
-            "top5_count": sum(r["in_top5"] for r in rs),
-            "stream_window_top1": round(float(np.mean([r["stream_window_top1_rate"] for r in rs])), 4) if n else None,
-        }
-
+    n = len(rows)
     per_gloss = {}
-    for gloss in LABELS:
+    for gloss in GLOSSES:
         rs = [r for r in rows if r["gloss"] == gloss]
         if rs:
-            per_gloss[gloss] = {k: v for k, v in rates(rs).items() if k in ("clips", "top1_count", "top5_count")}
+            per_gloss[gloss] = {"n": len(rs), "top1": sum(r["top1"] for r in rs), "top5": sum(r["top5"] for r in rs)}
+    by_signer: dict[str, list[bool]] = {}
+    for r in rows:
+        by_signer.setdefault(r["signer"], []).append(r["top1"])
     return {
-        "all": rates(rows),
-        "gloss_in_training": rates([r for r in rows if r["gloss_in_training"]]),
+        "n": n,
+        "top1": round(sum(r["top1"] for r in rows) / n, 4) if n else None,
+        "top5": round(sum(r["top5"] for r in rows) / n, 4) if n else None,
+        "signers": len(by_signer),
+        "signer_mean_top1": round(float(np.mean([np.mean(v) for v in by_signer.values()])), 4) if n else None,
+        "min_gloss_top1": round(min(v["top1"] / v["n"] for v in per_gloss.values()), 4) if per_gloss else None,
+        "idle_windows": sum(r["idle_windows"] for r in rows),
+        "idle_none_rate": round(
+            sum(r["idle_answered_none"] for r in rows) / max(1, sum(r["idle_windows"] for r in rows)), 4
+        ),
         "per_gloss": per_gloss,
     }
 
 
-def evaluate(model: Any, clips: list[Clip], t: int, trainable: set[int]) -> list[dict[str, Any]]:
+def confusion(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        row = out.setdefault(r["gloss"], {})
+        row[r["predicted"]] = row.get(r["predicted"], 0) + 1
+    return {g: dict(sorted(v.items())) for g, v in sorted(out.items())}
+
+
+def evaluate(
+    model: Model, clips: list[Clip], indices: list[int], cache: dict[int, ClipWindows], threshold: float
+) -> list[dict[str, Any]]:
     rows = []
-    for clip in clips:
-        probs = predict(model, clip_window(clip, t)[None])[0]
-        stream = predict(model, stream_windows(clip, t))
-        rows.append(clip_row(clip, probs, stream, trainable))
+    for i in indices:
+        clip, wins = clips[i], cache[i]
+        probs = model.probabilities(wins.x)
+        idle_none = int((probs[wins.idle].max(axis=1) <= threshold).sum()) if wins.idle.any() else 0
+        rows.append(
+            {"key": clip.key, "gloss": clip.gloss, "signer": clip.signer, "form": clip.form}
+            | score_clip(probs, clip.label, threshold)  # every window, as serving answers them
+            | {"idle_windows": int(wins.idle.sum()), "idle_answered_none": idle_none}
+        )
     return rows
 
 
-def loso(clips: list[Clip], pool: dict[str, np.ndarray], hp: HParams, t: int, seed: int) -> dict[str, Any]:
-    rows = []
-    sources = sorted({c.source for c in clips})
-    start = time.perf_counter()
-    for i, source in enumerate(sources):
-        train_clips = [c for c in clips if c.source != source]
-        held = [c for c in clips if c.source == source]
-        model = train(train_clips, pool, hp, t, seed + i)
-        rows += evaluate(model, held, t, {c.label for c in train_clips})
-        if hp.kind != "logreg":
-            import tf_keras as keras
+def grouped_folds(clips: list[Clip], train_idx: list[int], k: int, seed: int) -> list[list[int]]:
+    """k validation folds of train-split clip indices, whole signers per fold."""
+    folds = signer_folds([clips[i].label for i in train_idx], [clips[i].signer for i in train_idx], k, seed)
+    return [[train_idx[j] for j in val] for val in folds]
 
-            keras.backend.clear_session()
-    result = summarise(rows)
-    result["folds"] = len(sources)
-    result["seconds"] = round(time.perf_counter() - start, 1)
-    result["rows"] = rows
+
+def cross_validate(
+    clips: list[Clip],
+    train_idx: list[int],
+    folds: list[list[int]],
+    config: Config,
+    args: argparse.Namespace,
+    cache: dict[int, ClipWindows],
+) -> dict[str, Any]:
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    for f, val in enumerate(folds):
+        held = set(val)
+        assert not {clips[i].signer for i in val} & {clips[i].signer for i in train_idx if i not in held}
+        fit_idx = [i for i in train_idx if i not in held]
+        wins = training_windows(
+            [clips[i] for i in fit_idx],
+            args.window,
+            config.copies,
+            Aug() if config.augment else None,
+            args.seed + f,
+            args.seconds,
+            args.per_second,
+            config.rare_boost,
+            config.dense,
+        )
+        model = fit(wins, [clips[i] for i in fit_idx], config, args.seed + f)
+        rows += evaluate(model, clips, val, cache, args.threshold)
+    result = summarise(rows) | {
+        "seconds": round(time.perf_counter() - start, 1),
+        "confusion": confusion(rows),
+        "rows": rows,
+    }
     return result
 
 
 # --------------------------------------------------------------------------------------------
-# Export
+# Export: a small ONNX graph (standardise, layers, softmax, the 20 gloss columns)
 # --------------------------------------------------------------------------------------------
 
 
-def export_onnx(model: Any, t: int, path: Path, windows: np.ndarray) -> dict[str, Any]:
-    import onnxruntime as ort
-    import tensorflow as tf
-    import tf2onnx
+def to_onnx(model: Model, dim: int) -> Any:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    signature = [tf.TensorSpec((None, t, NORMALISED_SIZE), tf.float32, name="windows")]
-    tf2onnx.convert.from_keras(model, input_signature=signature, opset=OPSET, output_path=str(path))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    inp, out = session.get_inputs()[0], session.get_outputs()[0]
-    onnx_probs = np.asarray(session.run(None, {inp.name: windows.astype(np.float32)})[0])
-    keras_probs = predict(model, windows)
-    return {
-        "windows": len(windows),
-        "what": "test clips: whole-clip window + serving-like 2 s windows",
-        "input": {"name": inp.name, "shape": [str(d) for d in inp.shape]},
-        "output": {"name": out.name, "shape": [str(d) for d in out.shape]},
-        "max_abs_diff": float(np.abs(onnx_probs - keras_probs).max()),
-        "top1_agreement": float((onnx_probs.argmax(1) == keras_probs.argmax(1)).mean()),
-        "opset": OPSET,
-        "converter": f"tf2onnx {tf2onnx.__version__}",
-    }
+    inits = [numpy_helper.from_array(model.mean, "mean"), numpy_helper.from_array(model.scale, "scale")]
+    nodes = [
+        helper.make_node("Sub", ["windows", "mean"], ["centred"]),
+        helper.make_node("Div", ["centred", "scale"], ["h0"]),
+    ]
+    h = "h0"
+    for i, (w, b) in enumerate(model.layers):
+        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
+        nodes += [
+            helper.make_node("MatMul", [h, f"w{i}"], [f"m{i}"]),
+            helper.make_node("Add", [f"m{i}", f"b{i}"], [f"z{i}"]),
+        ]
+        h = f"z{i}"
+        if i < len(model.layers) - 1:
+            nodes.append(helper.make_node("Relu", [h], [f"r{i}"]))
+            h = f"r{i}"
+    nodes.append(helper.make_node("Softmax", [h], ["all_classes"], axis=1))
+    gloss_columns = [j for j, c in enumerate(model.classes) if c < len(GLOSSES)]
+    if [int(model.classes[j]) for j in gloss_columns] != list(range(len(GLOSSES))):
+        raise SystemExit("every gloss needs training windows before export")
+    inits.append(numpy_helper.from_array(np.asarray(gloss_columns, np.int64), "gloss_columns"))
+    nodes.append(helper.make_node("Gather", ["all_classes", "gloss_columns"], ["probabilities"], axis=1))
+    graph = helper.make_graph(
+        nodes,
+        "landmark_sequence",
+        [helper.make_tensor_value_info("windows", TensorProto.FLOAT, ["B", dim])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["B", len(GLOSSES)])],
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="signstream")
+    onnx.checker.check_model(proto)
+    return proto
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,155 +500,128 @@ def export_onnx(model: Any, t: int, path: Path, windows: np.ndarray) -> dict[str
 # --------------------------------------------------------------------------------------------
 
 
-def _fmt(summary: dict[str, Any]) -> str:
-    a, g = summary["all"], summary["gloss_in_training"]
+def _line(name: str, r: dict[str, Any]) -> str:
     return (
-        f"top1 {a['top1_count']}/{a['clips']} ({a['top1']:.1%}) top5 {a['top5_count']}/{a['clips']} ({a['top5']:.1%})"
-        f" | gloss-in-training top1 {g['top1_count']}/{g['clips']} top5 {g['top5_count']}/{g['clips']}"
-        f" | stream-window top1 {a['stream_window_top1']:.1%}"
+        f"{name:24s} top1 {r['top1']:.3f} top5 {r['top5']:.3f} signer-mean {r['signer_mean_top1']:.3f}"
+        f" min-gloss {r['min_gloss_top1']:.2f} idle-none {r['idle_none_rate']:.2f}"
+        f"  ({r['n']} clips, {r['signers']} signers, {r.get('seconds', 0)} s)"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--manifest", type=Path, default=ROOT / "data" / "manifest.csv")
-    parser.add_argument("--landmarks", type=Path, default=ROOT / "data" / "landmarks.npz")
-    parser.add_argument("--window", type=int, default=10, help="T frames per window (serving uses 10)")
+    parser.add_argument("--landmarks", type=Path, default=LANDMARKS)
+    parser.add_argument("--window", type=int, default=10, help="frames per window (sequence.json's window)")
+    parser.add_argument("--seconds", type=float, default=DEFAULTS.window_seconds)
+    parser.add_argument("--per-second", type=float, default=DEFAULTS.embeddings_per_second)
+    parser.add_argument("--threshold", type=float, default=DEFAULTS.threshold)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--pick", default=None, help="use this config instead of the LOSO best Keras one")
+    parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
-    parser.add_argument("--no-export", action="store_true", help="LOSO only: no final training, test or export")
+    parser.add_argument("--no-export", action="store_true", help="cross-validation only")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    t = args.window
-
-    from convert.architecture import LABELS as ARCH_LABELS
-
-    if list(ARCH_LABELS) != LABELS:
-        raise SystemExit("LABELS differ from convert/architecture.py")
-    clips = load_clips(args.manifest, args.landmarks)
-    train_clips = [c for c in clips if c.split == "train"]
-    test_clips = [c for c in clips if c.split == "test"]
+    clips = load_clips(args.landmarks)
+    train_idx = [i for i, c in enumerate(clips) if not c.test and c.form != "doubtful"]
+    test_idx = [i for i, c in enumerate(clips) if c.test]
     print(
-        f"clips: {len(train_clips)} train ({len({c.source for c in train_clips})} sources), {len(test_clips)} test,"
-        f" {sum(c.split == 'excluded' for c in clips)} excluded;"
-        f" T={t}, raw {FEATURE_SIZE} -> normalised {NORMALISED_SIZE}",
+        f"{len(train_idx)} train clips ({len({clips[i].signer for i in train_idx})} signers),"
+        f" {len(test_idx)} test clips",
         flush=True,
     )
-    pools: dict[bool, dict[str, np.ndarray]] = {}
-    per_clip = max(CONFIGS[c].per_clip for c in args.configs)
-
-    def pool_for(hp: HParams) -> dict[str, np.ndarray]:
-        if hp.augment not in pools:
-            start = time.perf_counter()
-            pools[hp.augment] = window_pool(train_clips, t, per_clip, hp.aug if hp.augment else None, args.seed)
-            print(
-                f"window pool (augment={hp.augment}): {per_clip}/clip in {time.perf_counter() - start:.1f} s",
-                flush=True,
-            )
-        return pools[hp.augment]
-
-    loso_results: dict[str, Any] = {}
+    cache = {i: clip_windows(clips[i], args.window, args.per_second, args.seconds) for i in train_idx + test_idx}
+    folds = grouped_folds(clips, train_idx, args.folds, args.seed)
+    results: dict[str, Any] = {}
     for name in args.configs:
-        hp = CONFIGS[name]
-        res = loso(train_clips, pool_for(hp), hp, t, args.seed)
-        loso_results[name] = res
-        print(f"LOSO {name:12s} {_fmt(res)}  ({res['seconds']} s)", flush=True)
-    keras_names = [n for n in args.configs if CONFIGS[n].kind != "logreg"]
-    if args.pick:
-        best = args.pick
-    elif keras_names:
-        best = max(keras_names, key=lambda n: (loso_results[n]["all"]["top1"], loso_results[n]["all"]["top5"]))
-    else:
-        best = args.configs[0]
-    print(f"picked by LOSO: {best}", flush=True)
+        results[name] = cross_validate(clips, train_idx, folds, CONFIGS[name], args, cache)
+        print(_line(name, results[name]), flush=True)
+        print("    " + " ".join(f"{g}:{v['top1']}/{v['n']}" for g, v in results[name]["per_gloss"].items()), flush=True)
+    best = max(args.configs, key=lambda n: (results[n]["top1"], results[n]["top5"]))
+    print(f"picked by grouped CV: {best}", flush=True)
     if args.no_export:
-        print(f"done in {time.perf_counter() - t0:.0f} s (no export)")
         return 0
-
-    hp = CONFIGS[best]
+    config = CONFIGS[best]
     start = time.perf_counter()
-    model = train(train_clips, pool_for(hp), hp, t, args.seed)
+    fit_clips = [clips[i] for i in train_idx]
+    wins = training_windows(
+        fit_clips,
+        args.window,
+        config.copies,
+        Aug() if config.augment else None,
+        args.seed,
+        args.seconds,
+        args.per_second,
+        config.rare_boost,
+        config.dense,
+    )
+    model = fit(wins, fit_clips, config, args.seed)
     train_seconds = time.perf_counter() - start
-    trainable = {c.label for c in train_clips}
-    test_rows = evaluate(model, test_clips, t, trainable)  # the one test evaluation
+    test_rows = evaluate(model, clips, test_idx, cache, args.threshold)  # the one look at the test split
     test = summarise(test_rows)
-    print(f"TEST {best:12s} {_fmt(test)}")
-    for r in test_rows:
-        print(
-            f"  {r['key']:38s} {r['gloss']:10s} -> {r['top5'][0][0]:10s} p={r['top5'][0][1]:.2f} rank {r['rank']:2d}"
-            f"  stream {r['stream_window_top1_rate']:.2f}"
-            f"{'' if r['gloss_in_training'] else '  (gloss not in training)'}"
-        )
-    baseline_test = None
-    if "logreg" in args.configs and best != "logreg":
-        base = train(train_clips, pool_for(CONFIGS["logreg"]), CONFIGS["logreg"], t, args.seed)
-        baseline_test = summarise(evaluate(base, test_clips, t, trainable))
-        print(f"TEST {'logreg':12s} {_fmt(baseline_test)}  (baseline, for comparison only)")
+    print(_line("TEST " + best, test))
+    dim = window_vector_size(args.window)
+    proto = to_onnx(model, dim)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    import onnx
+    import onnxruntime as ort
 
-    test_windows = np.concatenate([np.concatenate([clip_window(c, t)[None], stream_windows(c, t)]) for c in test_clips])
-    parity = None
-    if CONFIGS[best].kind != "logreg":
-        parity = export_onnx(model, t, args.out_dir / "sequence.onnx", test_windows)
-        print(
-            f"ONNX vs Keras on {parity['windows']} windows: max |diff| {parity['max_abs_diff']:.2e},"
-            f" top-1 agreement {parity['top1_agreement']:.1%}"
-        )
-    command = "python -m training.landmark_model " + " ".join(argv if argv is not None else sys.argv[1:])
-    hp_dict = asdict(hp)
+    onnx.save(proto, str(args.out_dir / "sequence.onnx"))
+    session = ort.InferenceSession(str(args.out_dir / "sequence.onnx"), providers=["CPUExecutionProvider"])
+    check = np.concatenate([cache[i].x for i in test_idx])
+    parity = float(np.abs(session.run(None, {"windows": check})[0] - model.probabilities(check)).max())
+    import hashlib
+
+    digest = hashlib.sha256((args.out_dir / "sequence.onnx").read_bytes()).hexdigest()
     card = {
-        "window": t,
-        "feature": "normalise_features(service/landmarks.py)",
+        "window": args.window,
+        "feature": "window_vector(service/landmarks.py) of the window's raw frames",
         "raw_feature_size": FEATURE_SIZE,
-        "input": {
-            "name": "windows",
-            "shape": ["B", t, NORMALISED_SIZE],
-            "dtype": "float32",
-            "how": f"{t} raw per-frame vectors, nearest frame to each of {t} evenly spaced times over the span "
-            "(whole clip in evaluation; serving: last WINDOW_SECONDS), then normalise_features over those frames",
+        "input": {"name": "windows", "shape": ["B", dim], "dtype": "float32"},
+        "output": {
+            "name": "probabilities",
+            "shape": ["B", len(GLOSSES)],
+            "what": "probabilities of the 20 glosses (an idle class takes the rest)",
         },
-        "output": {"shape": ["B", len(LABELS)], "what": "softmax probabilities in LABELS order"},
-        "labels": LABELS,
+        "labels": list(GLOSSES),
         "model": best,
-        "loso": {
-            "by": "source_repo, train split only",
+        "config": asdict(config),
+        "grouped_cv": {
+            "by": f"signer, {args.folds} folds (StratifiedGroupKFold, seed {args.seed}), train split only",
             "picked": best,
             "configs": {
-                n: {k: v for k, v in r.items() if k != "rows"} | {"hparams": asdict(CONFIGS[n])}
-                for n, r in loso_results.items()
+                n: {k: v for k, v in r.items() if k not in ("rows", "confusion")} | {"config": asdict(CONFIGS[n])}
+                for n, r in results.items()
             },
         },
-        "test": {
-            "clips": len(test_clips),
-            "window": "whole clip, evenly sampled",
-            **{k: v for k, v in test.items()},
-            "baseline_logreg": baseline_test,
-            "note": "evaluated once with the picked model; clothes and street have no training clip",
+        "test": {k: v for k, v in test.items()}
+        | {"note": "offline replay of serving's windows; `cli evaluate` streams the clips through the server pipeline"},
+        "serving": {
+            "window_seconds": args.seconds,
+            "embeddings_per_second": args.per_second,
+            "threshold": args.threshold,
         },
         "training": {
-            "hparams": hp_dict,
-            "seed": args.seed,
-            "train_clips": len(train_clips),
-            "train_seconds": round(train_seconds, 1),
+            "train_clips": len(train_idx),
+            "windows": len(wins.y),
+            "seconds": round(train_seconds, 1),
             "total_seconds": round(time.perf_counter() - t0, 1),
-            "command": command.strip(),
+            "command": (
+                "python -m training.landmark_model " + " ".join(argv if argv is not None else sys.argv[1:])
+            ).strip(),
         },
-        "onnx_vs_keras": parity,
+        "onnx_max_abs_diff": parity,
+        "sequence_onnx_sha256": digest,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "sequence.json").write_text(json.dumps(card, indent=2) + "\n")
     report = {
-        "model": best,
-        "window": t,
+        "picked": best,
         "test_rows": test_rows,
-        "loso_rows": {n: r["rows"] for n, r in loso_results.items()},
+        "test_confusion": confusion(test_rows),
+        "cv": {n: {"rows": r["rows"], "confusion": r["confusion"]} for n, r in results.items()},
     }
     (args.out_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(
-        f"wrote {args.out_dir / 'sequence.onnx'}, sequence.json, training_report.json"
-        f" in {time.perf_counter() - t0:.0f} s"
-    )
+    print(f"wrote {args.out_dir}/sequence.onnx (max |onnx - numpy| {parity:.1e}) in {time.perf_counter() - t0:.0f} s")
     return 0
 
 

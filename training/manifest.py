@@ -53,11 +53,12 @@ def load_manifest(path: Path | str = DEFAULT_MANIFEST) -> list[Clip]:
 
 def build_rows() -> list[dict[str, str]]:
     rows = []
+    root = {"shared": DATA_ROOT, "found": FOUND_ROOT}
     for rec in load_catalogue():
         rows.append(
             {
                 "gloss": rec.gloss,
-                "path": f"{rec.origin}/{rec.path.relative_to(DATA_ROOT if rec.origin == 'shared' else FOUND_ROOT).as_posix()}",
+                "path": f"{rec.origin}/{rec.path.relative_to(root[rec.origin]).as_posix()}",
                 "source_repo": rec.source_repo,
                 "source_path": rec.source_path,
                 "commit": rec.commit,
