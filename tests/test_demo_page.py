@@ -19,6 +19,8 @@ from service.preprocess import iter_clip_frames
 from tests.conftest import ROOT, ServerProcess, free_port, start_server
 from tests.fixture_model import CLIPS
 
+pytestmark = pytest.mark.slow  # deselected by the fast subset: pytest -m 'not slow'
+
 ARTIFACTS = ROOT / "artifacts"
 LABELS = {"book", "chair", "clothes", "computer", "drink", "drum", "family", "football", "go", "hat", "hello",
           "kiss", "like", "play", "school", "street", "table", "university", "violin", "wall"}  # fmt: skip

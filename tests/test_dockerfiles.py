@@ -48,6 +48,8 @@ import pytest
 
 from tests.conftest import ROOT, free_port
 
+pytestmark = pytest.mark.slow  # deselected by the fast subset: pytest -m 'not slow'
+
 README = (ROOT / "README.md").read_text()
 
 

@@ -40,6 +40,8 @@ from tests.conftest import clip_jpegs, full_onnx_probabilities, start_server
 from tests.fixture_model import CLIPS
 from tests.peer import Peer
 
+pytestmark = pytest.mark.slow  # deselected by the fast subset: pytest -m 'not slow'
+
 T = TypeVar("T")
 
 LIMIT = 2_000_000  # the server's MAX_FRAME_BYTES default

@@ -33,6 +33,8 @@ import socketio
 
 from tests.conftest import ROOT, ServerProcess, free_port, start_server, wait_healthy
 
+pytestmark = pytest.mark.slow  # deselected by the fast subset: pytest -m 'not slow'
+
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 TRANSPORTS = ("websocket", "polling")
 PER_CELL = 5  # clients per (process, transport): 10 websocket + 10 polling, 10 per process
