@@ -94,13 +94,20 @@ def test_client_paces_a_clip_at_its_own_frame_rate_unless_told(model_dir: Path, 
         args += ["--fps", str(fps)] if fps else []
         client = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         arrivals = []
+        summary: dict[str, int] = {}
         assert client.stdout is not None
         for line in client.stdout:
-            if json.loads(line)["event"] == "prediction":
+            event = json.loads(line)
+            if event["event"] == "prediction":
                 arrivals.append(time.monotonic())
+            elif event["event"] == "summary":
+                summary = event["data"]
         assert client.wait(60) == 0, client.stderr.read() if client.stderr else ""
     finally:
         server.stop()
-    assert len(arrivals) == frames
+    # The client skips a frame while MAX_IN_FLIGHT are unanswered (a slow reply under load holds the
+    # later ones back: replies come in order); pacing goes on regardless, so the span below holds.
+    assert summary["sent"] + summary["skipped"] == frames and summary["skipped"] <= 2, summary
+    assert len(arrivals) == summary["sent"]
     expected = (frames - 1) / (fps or 10.0)  # 2.9 s at the clip's 10 fps; 1.16 s at 25
     assert expected * 0.85 < arrivals[-1] - arrivals[0] < expected * 1.25, (arrivals[-1] - arrivals[0], expected)
