@@ -22,7 +22,7 @@ from service.settings import Settings, load_settings
 from service.stream import NOT_READY
 from tests.conftest import ROOT
 from training.catalogue import load_catalogue
-from training.landmark_features import extract, served_key
+from training.landmark_features import WINDOW, extract, served_key
 from training.landmark_model import serving_windows
 
 # float16 storage of the training features: measured max |difference| 3.7e-3 on this clip (20 windows).
@@ -62,7 +62,7 @@ def test_default_model_windows_offline_equal_served() -> None:
     _, arrays, _ = extract(record)
     raw = arrays[served_key(record.key, 0)].astype(np.float32)
     times = arrays[served_key(record.key, 0) + "|t"]
-    picks = serving_windows(times, 10, settings.window_seconds, settings.embeddings_per_second)
+    picks = serving_windows(times, WINDOW, settings.window_seconds, settings.embeddings_per_second)
     session = ort.InferenceSession(
         str(ROOT / "model" / "landmarks" / SEQUENCE_FILE), providers=["CPUExecutionProvider"]
     )

@@ -32,7 +32,6 @@ from service.stream import StreamState
 from training.catalogue import ROOT, ClipRecord, load_catalogue
 
 DEFAULT_OUT = ROOT / "data" / "landmarks.npz"
-MIN_DETECTION_SCORE = 0.3  # HandPoseTracker's default, as serving uses it
 WINDOW = 10  # model/landmarks/sequence.json "window": the schedule encodes every frame until the first window
 
 _models: LandmarkModels | None = None
@@ -60,8 +59,9 @@ def extract(record: ClipRecord) -> tuple[str, dict[str, np.ndarray], dict[str, A
     """Every frame through one tracker (dense), and the served frames through one tracker per phase."""
     settings = Settings()
     fps = clip_fps(record.path)
-    dense = HandPoseTracker(_worker_models(), min_detection_score=MIN_DETECTION_SCORE)
-    served = [HandPoseTracker(_worker_models(), min_detection_score=MIN_DETECTION_SCORE) for _ in SERVED_PHASES]
+    # The tracker exactly as serving creates it (LandmarkRecognizer.new_tracker: the defaults).
+    dense = HandPoseTracker(_worker_models())
+    served = [HandPoseTracker(_worker_models()) for _ in SERVED_PHASES]
     interval = 1.0 / settings.embeddings_per_second
     states = [StreamState(WINDOW, 1, settings.window_seconds, settings.embeddings_per_second) for _ in SERVED_PHASES]
     feats: list[np.ndarray] = []
@@ -137,7 +137,7 @@ def main() -> None:
         raise SystemExit(f"no clip file and no stored features for: {', '.join(lost)}")
     settings = Settings()
     meta = {
-        "min_detection_score": MIN_DETECTION_SCORE,
+        "tracker": "service.landmarks.HandPoseTracker with its defaults, as serving creates it",
         "served": {
             "phases": list(SERVED_PHASES),
             "embeddings_per_second": settings.embeddings_per_second,
