@@ -54,8 +54,9 @@ def serve(
 
     import uvicorn
 
-    from service.engine import ModelError, check_model, choose_providers
     from service.logs import configure_logging
+    from service.onnx_runtime import ModelError, choose_providers
+    from service.recognizers import check_model
 
     settings = _settings()
     _check_port(host, port)  # before the model is touched: a server that cannot listen must not load it
@@ -128,7 +129,8 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Stream a clip frame by frame through the server's stream state and engine (no network)."""
-    from service.engine import ModelError, load_recognizer
+    from service.onnx_runtime import ModelError
+    from service.recognizers import load_recognizer
     from service.streaming import stream_clip
 
     settings = _settings()
@@ -165,9 +167,10 @@ def evaluate(
     """Stream real clips through the server's pipeline and report clip-level top-1/top-5."""
     import dataclasses
 
-    from service.engine import ModelError, load_recognizer
     from service.evaluation import clips_in_folder, clips_in_manifest, confusion_png
     from service.evaluation import evaluate as run_evaluate
+    from service.onnx_runtime import ModelError
+    from service.recognizers import load_recognizer
 
     settings = _settings()
     if window_seconds is not None:
@@ -244,8 +247,8 @@ def loadtest(
     """Stream real clip frames from N Socket.IO clients and measure frame -> prediction latency."""
     import urllib.request
 
-    from benchmarks.loadgen import browser_jpegs, held, run_load
-    from benchmarks.report import plot_runs, results_markdown
+    from service.loadgen import browser_jpegs, held, run_load
+    from service.loadreport import plot_runs, results_markdown
 
     if transport not in ("websocket", "polling"):
         _fail("--transport must be websocket or polling")

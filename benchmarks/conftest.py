@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service.engine import ImageRecognizer, check_model_files
+from service.recognizers.wlasl20c import ImageRecognizer
 from service.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def recognizer(settings: Settings) -> ImageRecognizer:
-    return ImageRecognizer(check_model_files(settings.model_path), settings)
+    return ImageRecognizer(settings)
 
 
 def write_result(name: str, result: dict[str, Any]) -> Path:

@@ -18,7 +18,7 @@ from typing import Any
 import socketio
 from locust import User, between, events, task
 
-from benchmarks.loadgen import browser_jpegs
+from service.loadgen import browser_jpegs
 
 FRAMES = [base64.b64encode(j).decode() for j in browser_jpegs(Path(os.environ.get("SIGNSTREAM_VIDEO", "")))]
 FPS = float(os.environ.get("SIGNSTREAM_FPS", "25"))

@@ -18,9 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from service.engine import Recognizer, load_recognizer
+from service.clips import clip_fps, iter_clip_frames
 from service.pipeline import Pipeline
-from service.preprocess import clip_fps, iter_clip_frames
+from service.recognizer import Recognizer
+from service.recognizers import load_recognizer
 from service.settings import Settings, load_settings
 from service.streaming import Step, clip_label
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from benchmarks.conftest import CLIPS, write_result
-from service.engine import ImageRecognizer, check_model_files, create_session
-from service.preprocess import clip_window
+from service.onnx_runtime import create_session
+from service.recognizers.wlasl20c import ImageRecognizer, check_model_files
+from service.recognizers.wlasl20c.preprocess import clip_window
 from service.settings import Settings
 
 BATCHES = (1, 2, 4, 8, 16)
@@ -34,7 +35,9 @@ def _median_ms(run, rounds: int) -> float:  # type: ignore[no-untyped-def]
 
 
 def test_batch_size_curve(settings: Settings, frames: np.ndarray) -> None:
-    session = create_session(check_model_files(settings.model_path).encoder, settings)
+    session = create_session(
+        check_model_files(settings.model_path).encoder, settings.execution_provider, settings.intra_op_threads
+    )
     curve = []
     for batch in BATCHES:
         ms = _median_ms(lambda b=batch: session.run(None, {"frames": frames[:b]}), rounds=max(8, 64 // batch))
@@ -58,9 +61,9 @@ def test_batch_size_curve(settings: Settings, frames: np.ndarray) -> None:
 
 def test_int8_encoder_is_faster_where_it_is_the_default(settings: Settings, frames: np.ndarray) -> None:
     files = check_model_files(settings.model_path)
-    recognizer = ImageRecognizer(files, settings)
-    fp32 = create_session(files.encoder, settings)
-    int8 = create_session(files.encoder_variant("int8"), settings)
+    recognizer = ImageRecognizer(settings)
+    fp32 = create_session(files.encoder, settings.execution_provider, settings.intra_op_threads)
+    int8 = create_session(files.encoder_variant("int8"), settings.execution_provider, settings.intra_op_threads)
     one = frames[:1]
     times: dict[str, list[float]] = {"fp32": [], "int8": []}
     for _ in range(3):

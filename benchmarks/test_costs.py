@@ -18,9 +18,11 @@ import onnxruntime as ort
 import pytest
 
 from benchmarks.conftest import CLIPS, write_result
-from benchmarks.loadgen import browser_jpegs
-from service.engine import ImageRecognizer, create_session
 from service.frames import decode_image
+from service.loadgen import browser_jpegs
+from service.onnx_runtime import create_session
+from service.recognizers.wlasl20c import ImageRecognizer
+from service.recognizers.wlasl20c.preprocess import preprocess_frame
 from service.settings import Settings
 
 
@@ -31,24 +33,26 @@ def jpegs() -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def window(recognizer: ImageRecognizer, jpegs: list[bytes]) -> np.ndarray:
-    return np.stack([recognizer.encode_pre(decode_image(j)) for j in jpegs[:10]])
+    return np.stack([preprocess_frame(decode_image(j)) for j in jpegs[:10]])
 
 
 @pytest.fixture(scope="module")
 def full_session(settings: Settings) -> ort.InferenceSession:
-    return create_session(Path(settings.model_dir) / "full.onnx", settings)
+    return create_session(
+        Path(settings.model_dir) / "full.onnx", settings.execution_provider, settings.intra_op_threads
+    )
 
 
 def per_frame(recognizer: ImageRecognizer, jpeg: bytes, embeddings: np.ndarray) -> np.ndarray:
     """What the server does for one frame: decode, preprocess, encoder on one frame, head on the window."""
-    inputs = recognizer.encode_pre(decode_image(jpeg))[None]
-    embedding = recognizer.encode_core(inputs)
+    inputs = preprocess_frame(decode_image(jpeg))[None]
+    embedding = recognizer.sessions["encoder"].run(inputs)
     embeddings = np.concatenate([embeddings[1:], embedding])
-    return recognizer.classify(embeddings[None])
+    return recognizer.sessions["head"].run(embeddings[None])
 
 
 def test_decode_preprocess(benchmark, recognizer: ImageRecognizer, jpegs: list[bytes]) -> None:  # type: ignore[no-untyped-def]
-    benchmark(lambda: recognizer.encode_pre(decode_image(jpegs[0])))
+    benchmark(lambda: preprocess_frame(decode_image(jpegs[0])))
 
 
 def test_encoder_one_frame(benchmark, recognizer: ImageRecognizer, window: np.ndarray) -> None:  # type: ignore[no-untyped-def]
@@ -60,7 +64,7 @@ def test_encoder_batch_of_8(benchmark, recognizer: ImageRecognizer, window: np.n
 
 
 def test_head(benchmark, recognizer: ImageRecognizer, window: np.ndarray) -> None:  # type: ignore[no-untyped-def]
-    embeddings = recognizer.encode_core(window)[None]
+    embeddings = recognizer.sessions["encoder"].run(window)[None]
     benchmark(recognizer.classify, embeddings)
 
 
@@ -81,10 +85,12 @@ def _interleaved_medians(paths: dict[str, Callable[[int], object]], rounds: int)
 def test_per_frame_cost_is_at_most_a_fifth_of_the_reference_path(
     recognizer: ImageRecognizer, full_session: ort.InferenceSession, jpegs: list[bytes], window: np.ndarray
 ) -> None:
-    embeddings = recognizer.encode_core(window)
+    embeddings = recognizer.sessions["encoder"].run(window)
     # Identical predictions: the split path on a window equals the whole model on it.
     np.testing.assert_allclose(
-        recognizer.classify(embeddings[None]), full_session.run(None, {"frames": window[None]})[0], atol=1e-5
+        recognizer.sessions["head"].run(embeddings[None]),
+        full_session.run(None, {"frames": window[None]})[0],
+        atol=1e-5,
     )
     for _ in range(3):  # warm-up
         per_frame(recognizer, jpegs[0], embeddings)
@@ -93,9 +99,9 @@ def test_per_frame_cost_is_at_most_a_fifth_of_the_reference_path(
         {
             "per_frame_ms": lambda i: per_frame(recognizer, jpegs[i % len(jpegs)], embeddings),
             "reference_full_window_ms": lambda i: full_session.run(None, {"frames": window[None]}),
-            "decode_preprocess_ms": lambda i: recognizer.encode_pre(decode_image(jpegs[i % len(jpegs)])),
-            "encoder_one_frame_ms": lambda i: recognizer.encode_core(window[i % 10 : i % 10 + 1]),
-            "head_ms": lambda i: recognizer.classify(embeddings[None]),
+            "decode_preprocess_ms": lambda i: preprocess_frame(decode_image(jpegs[i % len(jpegs)])),
+            "encoder_one_frame_ms": lambda i: recognizer.sessions["encoder"].run(window[i % 10 : i % 10 + 1]),
+            "head_ms": lambda i: recognizer.sessions["head"].run(embeddings[None]),
         },
         rounds=25,
     )

@@ -8,7 +8,7 @@ import base64
 from pathlib import Path
 
 from benchmarks.conftest import CLIPS, write_result
-from benchmarks.loadgen import browser_jpegs
+from service.loadgen import browser_jpegs
 from service.settings import Settings
 from tests.conftest import start_server
 from tests.peer import Peer

@@ -13,7 +13,7 @@ import httpx
 import socketio
 
 from benchmarks.conftest import CLIPS, write_result
-from benchmarks.loadgen import browser_jpegs, run_load
+from service.loadgen import browser_jpegs, run_load
 from service.settings import Settings
 from tests.conftest import start_server
 

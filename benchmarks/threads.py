@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.loadgen import browser_jpegs, run_load
+from service.loadgen import browser_jpegs, run_load
 from tests.conftest import ServerProcess, start_server
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from service.engine import sha256_of
+from service.onnx_runtime import sha256_of
 
 MEDIAPIPE_VERSION = "0.10.14"
 OPSET = 17
@@ -249,12 +249,11 @@ def measure_costs(
     without ROI tracking, over BENCH_CLIPS streamed in order; written into report.json."""
     import os
 
-    from service.landmarks import HandPoseTracker, LandmarkModels
-    from service.preprocess import iter_clip_frames
+    from service.clips import iter_clip_frames
+    from service.recognizers.landmarks.tracker import HandPoseTracker, offline_steps
 
-    models = LandmarkModels(out_dir, threads=threads)
     frames = [f for name in BENCH_CLIPS for f in iter_clip_frames(Path(clips_dir) / name)]
-    HandPoseTracker(models).process(frames[0])  # warm-up
+    HandPoseTracker().process_now(frames[0], offline_steps(Path(out_dir), threads=threads))  # warm-up
     result: dict[str, Any] = {
         "threads": threads,
         "cpu_count": os.cpu_count(),
@@ -264,16 +263,18 @@ def measure_costs(
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
     }
     for label, track in (("with_tracking", True), ("without_tracking", False)):
-        tracker = HandPoseTracker(models, track=track)
+        tracker = HandPoseTracker(track=track)
+        steps = offline_steps(Path(out_dir), threads=threads)
         for name in BENCH_CLIPS:
             tracker.reset()
             for frame in iter_clip_frames(Path(clips_dir) / name):
-                tracker.process(frame)
+                tracker.process_now(frame, steps)
         s = tracker.stats
+        ms = {name: steps.seconds[name] * 1e3 / max(1, steps.calls[name]) for name in steps.calls}
         result[label] = {
-            "palm_detection_ms_per_call": round(s.palm_ms / max(1, s.palm_calls), 2),
-            "hand_landmarks_ms_per_hand": round(s.hand_ms / max(1, s.hand_calls), 2),
-            "pose_ms_per_frame": round(s.pose_ms / max(1, s.pose_calls), 2),
+            "palm_detection_ms_per_call": round(ms["palm"], 2),
+            "hand_landmarks_ms_per_hand": round(ms["hand"], 2),
+            "pose_ms_per_frame": round(ms["pose"], 2),
             "total_ms_per_frame": round(s.total_ms / max(1, s.frames), 2),
             "palm_calls_per_frame": round(s.palm_calls / max(1, s.frames), 3),
             "hand_calls_per_frame": round(s.hand_calls / max(1, s.frames), 3),

@@ -30,11 +30,13 @@ from prometheus_client.core import Metric
 from service import __version__
 from service.auth import require_token
 from service.docs import ASYNCAPI_PATH, Health, Loading, Ready, asyncapi, openapi_config
-from service.engine import ModelError, Recognizer, load_recognizer
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.metrics import Metrics, counter, gauge, info, labelled_counter
+from service.onnx_runtime import ModelError
 from service.pipeline import Pipeline
 from service.protocol import SignProtocol
+from service.recognizer import Recognizer
+from service.recognizers import load_recognizer
 from service.settings import Settings
 
 log = logging.getLogger("signstream.app")
@@ -78,9 +80,7 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
         except Exception as exc:  # a broken file must stop the server, not leave it half-up
             load.error = f"cannot load the model: {type(exc).__name__}: {exc}"
         else:
-            pipeline = Pipeline(
-                recognizer, settings, max_streams=settings.max_clients, on_encoder_batch=metrics.observe_batch
-            )
+            pipeline = Pipeline(recognizer, settings, max_streams=settings.max_clients, on_batch=metrics.observe_batch)
             pipeline.start()
             protocol.pipeline = pipeline
             return
@@ -115,13 +115,14 @@ def create_app(settings: Settings, loader: Loader = load_recognizer) -> socketio
             body: dict[str, Any] = {"status": "failed", "error": load.error} if load.error else {"status": "loading"}
             return Response(body, status_code=503)
         totals = protocol.totals
+        description = pipeline.recognizer.describe()
         return Response(
             {
                 "status": "ok",
                 "model": "Sequential",
-                "model_name": pipeline.recognizer.name,
-                "provider": pipeline.recognizer.provider,
-                "encoder": getattr(pipeline.recognizer, "encoder_variant", "fp32"),
+                "model_name": description.name,
+                "provider": description.provider,
+                "recognizer": dict(description.details),
                 "version": __version__,
                 "clients": len(protocol.clients),
                 "frames": totals.frames,
@@ -332,13 +333,12 @@ def _collect(protocol: SignProtocol) -> Iterator[Metric]:
     yield gauge("signstream_connected_clients", "Connected Socket.IO clients", len(protocol.clients))
     pipeline = protocol.pipeline
     if pipeline is not None:
-        recognizer = pipeline.recognizer
+        description = pipeline.recognizer.describe()
         yield info(
             "signstream_model",
             "The model being served",
-            {"name": recognizer.name, "provider": recognizer.provider,
-             "encoder": getattr(recognizer, "encoder_variant", "fp32")},
-        )  # fmt: skip
+            {"name": description.name, "provider": description.provider, **description.details},
+        )
 
 
 def drain_before_exit(protocol: SignProtocol, timeout: float, load: LoadState) -> None:

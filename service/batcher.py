@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from service.preprocess import FloatArray
+from service.arrays import FloatArray
 
 log = logging.getLogger("signstream.batcher")
 

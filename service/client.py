@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import socketio
 
-from service.preprocess import clip_fps, iter_clip_frames
+from service.clips import clip_fps, iter_clip_frames
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 MAX_IN_FLIGHT = 4  # frames sent but not answered; beyond this a frame is skipped, like the demo page

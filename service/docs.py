@@ -269,7 +269,7 @@ class Health(TypedDict):
     model: str  # "Sequential", as the reference server answered
     model_name: str
     provider: str
-    encoder: str
+    recognizer: dict[str, str]  # what the recogniser says of itself, e.g. {"encoder": "int8"}
     version: str
     clients: int
     frames: int

@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from service.engine import Recognizer
+from service.recognizer import Recognizer
 from service.settings import Settings
 from service.streaming import stream_clip
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from service import MAX_PIXELS
-from service.preprocess import ImageBGR
+from service.arrays import ImageBGR
 
 
 class FrameError(ValueError):

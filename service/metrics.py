@@ -25,22 +25,25 @@ class Metrics:
             buckets=(0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )
+        # Per ONNX session of the recogniser (encoder, head; palm, hand, pose, sequence): one batched call.
         self.batch_size = Histogram(
-            "signstream_encoder_batch_size",
-            "Frames per encoder call",
+            "signstream_session_batch_size",
+            "Items per batched ONNX Runtime call, by session",
+            ["session"],
             buckets=(1, 2, 4, 8, 16, 32),
             registry=self.registry,
         )
         self.batch_seconds = Histogram(
-            "signstream_encoder_batch_seconds",
-            "Duration of one encoder call",
-            buckets=(0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32),
+            "signstream_session_batch_seconds",
+            "Duration of one batched ONNX Runtime call, by session",
+            ["session"],
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32),
             registry=self.registry,
         )
 
-    def observe_batch(self, size: int, seconds: float) -> None:
-        self.batch_size.observe(size)
-        self.batch_seconds.observe(seconds)
+    def observe_batch(self, session: str, size: int, seconds: float) -> None:
+        self.batch_size.labels(session).observe(size)
+        self.batch_seconds.labels(session).observe(seconds)
 
     def add_collector(self, read: Callable[[], Iterator[Metric]]) -> None:
         self.registry.register(_FunctionCollector(read))

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.preprocess import FloatArray
+from service.arrays import FloatArray
 
 NONE = "none"
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.preprocess import FloatArray
+from service.arrays import FloatArray
 
 # Ring capacity is sized for this frame rate; faster clients simply cover a shorter span.
 MAX_FPS = 30

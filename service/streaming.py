@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from service.engine import Recognizer
+from service.clips import clip_fps, iter_clip_frames
 from service.pipeline import Pipeline
-from service.preprocess import clip_fps, iter_clip_frames
+from service.recognizer import Recognizer
 from service.settings import Settings
 
 

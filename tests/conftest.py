@@ -55,7 +55,7 @@ def conversion_report(model_dir: Path) -> dict[str, object]:
 
 def clip_jpegs(path: Path, quality: int = 80, size: tuple[int, int] = (640, 480)) -> list[bytes]:
     """A real clip's frames as the browser sends them: 640x480 JPEG at quality 0.8."""
-    from service.preprocess import iter_clip_frames
+    from service.clips import iter_clip_frames
 
     frames = []
     for frame in iter_clip_frames(path):
@@ -163,7 +163,7 @@ def _session(path: Path) -> Any:
 def full_onnx_probabilities(model_dir: Path, jpegs: list[bytes]) -> np.ndarray:
     """The reference path: full.onnx on the window of these frames, decoded as the server decodes."""
     from service.frames import decode_image
-    from service.preprocess import preprocess_frame
+    from service.recognizers.wlasl20c.preprocess import preprocess_frame
 
     session = _session(model_dir / "full.onnx")
     window = np.stack([preprocess_frame(decode_image(j)) for j in jpegs])[None]

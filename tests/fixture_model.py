@@ -18,7 +18,7 @@ def build_random_h5(path: Path, seed: int = 7) -> Path:
     import tf_keras as keras
 
     from convert.architecture import build_wlasl20c
-    from service.preprocess import clip_window
+    from service.recognizers.wlasl20c.preprocess import clip_window
 
     keras.utils.set_random_seed(seed)
     model = build_wlasl20c()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from service.client import video_frames
-from service.preprocess import clip_fps
+from service.clips import clip_fps
 from tests.conftest import ROOT, start_server
 from tests.fixture_model import CLIPS
 

@@ -13,7 +13,7 @@ from tests.conftest import CLIPS, ROOT
 
 
 def test_report_has_versions_hash_and_parity(conversion_report: dict, model_dir: Path) -> None:  # type: ignore[type-arg]
-    from service.engine import sha256_of
+    from service.onnx_runtime import sha256_of
 
     assert conversion_report["h5_sha256"] == sha256_of(model_dir / "WLASL20c_model.h5")
     assert conversion_report["opset"] == 17
@@ -29,7 +29,7 @@ def test_report_has_versions_hash_and_parity(conversion_report: dict, model_dir:
 
 
 def test_encoder_plus_head_equals_full_on_a_real_window(model_dir: Path) -> None:
-    from service.preprocess import clip_window
+    from service.recognizers.wlasl20c.preprocess import clip_window
 
     window = clip_window(CLIPS / "go" / sorted(p.name for p in (CLIPS / "go").glob("*.mp4"))[0])[None]
     run = {

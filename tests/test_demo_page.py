@@ -15,7 +15,7 @@ import cv2
 import httpx
 import pytest
 
-from service.preprocess import iter_clip_frames
+from service.clips import iter_clip_frames
 from tests.conftest import ROOT, ServerProcess, free_port, start_server
 from tests.fixture_model import CLIPS
 

@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.engine import ImageRecognizer, ModelError, check_model_files, choose_providers, load_recognizer
+from service.onnx_runtime import ModelError, choose_providers
+from service.recognizers import load_recognizer
+from service.recognizers.wlasl20c import ImageRecognizer, check_model_files
+from service.recognizers.wlasl20c.preprocess import preprocess_frame
 from service.settings import load_settings
 
 
@@ -60,14 +63,14 @@ def test_onnx_converted_from_another_h5_is_refused(tmp_path: Path, model_dir: Pa
 def test_backend_stages_compose_to_the_full_model(model_dir: Path) -> None:
     import onnxruntime as ort
 
-    from service.preprocess import iter_clip_frames
+    from service.clips import iter_clip_frames
     from tests.conftest import CLIPS
 
     settings = load_settings({"MODEL_PATH": str(model_dir / "WLASL20c_model.h5"), "MODEL": "wlasl20c"}, env_file=None)
-    recognizer = ImageRecognizer(check_model_files(settings.model_path), settings)
+    recognizer = ImageRecognizer(settings)
     frames = list(iter_clip_frames(CLIPS / "play" / sorted(p.name for p in (CLIPS / "play").glob("*.mp4"))[0]))[:10]
-    inputs = np.stack([recognizer.encode_pre(f) for f in frames])
-    probabilities = recognizer.classify(recognizer.encode_core(inputs)[None])
+    inputs = np.stack([preprocess_frame(f) for f in frames])
+    probabilities = recognizer.sessions["head"].run(recognizer.sessions["encoder"].run(inputs)[None])
     full = ort.InferenceSession(str(model_dir / "full.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(probabilities, full.run(None, {"frames": inputs[None]})[0], atol=1e-5)
 
@@ -86,11 +89,11 @@ def test_int8_encoder_is_chosen_only_where_the_report_says_it_qualifies(tmp_path
         settings = load_settings(
             {"MODEL_PATH": str(h5), "MODEL": "wlasl20c", "EXECUTION_PROVIDER": "cpu"}, env_file=None
         )
-        assert ImageRecognizer(check_model_files(h5), settings).encoder_variant == expected
+        assert ImageRecognizer(settings).encoder_variant == expected
 
 
 def test_int8_encoder_embeddings_stay_close_to_fp32(model_dir: Path) -> None:
-    from service.preprocess import clip_window
+    from service.recognizers.wlasl20c.preprocess import clip_window
     from tests.conftest import CLIPS
 
     h5 = model_dir / "WLASL20c_model.h5"
@@ -100,7 +103,7 @@ def test_int8_encoder_embeddings_stay_close_to_fp32(model_dir: Path) -> None:
         settings = load_settings(
             {"MODEL_PATH": str(h5), "MODEL": "wlasl20c", "ENCODER_VARIANT": variant}, env_file=None
         )
-        embeddings[variant] = ImageRecognizer(check_model_files(h5), settings).encode_core(window)
+        embeddings[variant] = ImageRecognizer(settings).sessions["encoder"].run(window)
     a, b = embeddings["fp32"], embeddings["int8"]
     cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cosine.min() > 0.8  # measured 0.90-0.95 on the fixture model

@@ -34,8 +34,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+from service.clips import iter_clip_frames
 from service.frames import MAX_PIXELS, FrameError, decode_image, payload_bytes
-from service.preprocess import iter_clip_frames
 from tests.conftest import clip_jpegs, full_onnx_probabilities, start_server
 from tests.fixture_model import CLIPS
 from tests.peer import Peer

@@ -14,22 +14,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.landmarks import (
-    FEATURE_SIZE,
+from service.clips import iter_clip_frames
+from service.recognizer import DirectSteps
+from service.recognizers.landmarks.features import (
     HAND_FEATURES,
     L_SHOULDER,
-    MODEL_DIR,
     NORMALISED_SIZE,
-    POSE_OFFSET,
-    POSE_PRESENCE,
     R_SHOULDER,
-    HandPoseTracker,
-    LandmarkModels,
     body_frame,
     normalise_features,
+)
+from service.recognizers.landmarks.layout import FEATURE_SIZE, POSE_OFFSET, POSE_PRESENCE
+from service.recognizers.landmarks.tracker import (
+    MODEL_DIR,
+    HandPoseTracker,
+    offline_steps,
     palm_anchors,
 )
-from service.preprocess import iter_clip_frames
 from training.mediapipe_reference import compare_with_reference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,8 +54,8 @@ def need_clips() -> None:
 
 
 @pytest.fixture(scope="module")
-def models() -> LandmarkModels:
-    return LandmarkModels(threads=2)
+def steps() -> DirectSteps:
+    return offline_steps(threads=2)
 
 
 def test_anchors_match_mediapipe_palm_options() -> None:
@@ -77,9 +78,9 @@ def test_onnx_files_are_the_reported_conversion() -> None:
 
 
 @pytest.mark.parametrize("key", ["hello/thkazi", "drink/handspeak", "hello/kirichovka"])
-def test_agrees_with_mediapipe_hands(models: LandmarkModels, key: str) -> None:
+def test_agrees_with_mediapipe_hands(steps: DirectSteps, key: str) -> None:
     need_clips()
-    stats = compare_with_reference(models, key, REFERENCE, CLIPS)
+    stats = compare_with_reference(steps, key, REFERENCE, CLIPS)
     print(key, json.dumps(stats))
     assert stats["recall"] >= MIN_RECALL, stats
     assert stats["median_px"] <= MAX_MEDIAN_PX, stats
@@ -88,13 +89,13 @@ def test_agrees_with_mediapipe_hands(models: LandmarkModels, key: str) -> None:
     assert abs(stats["ours_frame_rate"] - stats["mediapipe_frame_rate"]) <= MAX_RATE_DIFF, stats
 
 
-def test_finds_hand_near_face(models: LandmarkModels) -> None:
+def test_finds_hand_near_face(steps: DirectSteps) -> None:
     """drink/handspeak: the hand is at the mouth in frames 24-38 (the case Holistic missed)."""
     need_clips()
-    tracker = HandPoseTracker(models, run_pose=False)
+    tracker = HandPoseTracker(run_pose=False)
     found = []
     for i, frame in enumerate(iter_clip_frames(CLIPS / "drink" / "handspeak.mp4")):
-        result = tracker.process(frame)
+        result = tracker.process_now(frame, steps)
         if 24 <= i <= 38:
             found.append(bool(result.hands))
             if result.hands:
@@ -103,25 +104,25 @@ def test_finds_hand_near_face(models: LandmarkModels) -> None:
     assert np.mean(found) >= 0.9, found
 
 
-def test_tracking_reduces_detector_calls(models: LandmarkModels) -> None:
+def test_tracking_reduces_detector_calls(steps: DirectSteps) -> None:
     need_clips()
     frames = list(iter_clip_frames(CLIPS / "hello" / "thkazi.mp4"))[:40]
     counts = {}
     found = {}
     for track in (True, False):
-        tracker = HandPoseTracker(models, track=track, run_pose=False)
-        found[track] = sum(len(tracker.process(f).hands) for f in frames)
+        tracker = HandPoseTracker(track=track, run_pose=False)
+        found[track] = sum(len(tracker.process_now(f, steps).hands) for f in frames)
         counts[track] = tracker.stats.palm_calls
     assert counts[False] == len(frames)
     assert counts[True] <= len(frames) // 3, counts
     assert found[True] >= 0.9 * found[False], found  # the 2nd hand can wait up to detect_every frames
 
 
-def test_features_and_normalisation(models: LandmarkModels) -> None:
+def test_features_and_normalisation(steps: DirectSteps) -> None:
     need_clips()
-    tracker = HandPoseTracker(models)
+    tracker = HandPoseTracker()
     frames = list(iter_clip_frames(CLIPS / "hello" / "thkazi.mp4"))[:12]
-    raw = np.stack([tracker.process(f).features for f in frames])
+    raw = np.stack([tracker.process_now(f, steps).features for f in frames])
     assert raw.shape == (12, FEATURE_SIZE) and raw.dtype == np.float32
     assert (raw[:, POSE_PRESENCE] > 0.5).all()
     shoulders = raw[:, POSE_OFFSET + 4 * L_SHOULDER : POSE_OFFSET + 4 * (R_SHOULDER + 1)].reshape(12, 2, 4)
@@ -136,7 +137,7 @@ def test_features_and_normalisation(models: LandmarkModels) -> None:
     # the nose is above the shoulders (y grows downwards), by about half a shoulder width
     assert -1.2 < float(np.median(norm[:, FACE_OFFSET + 1])) < -0.3
     # a left-dominant signer (the frame mirrored) is mirrored back to nearly the same features
-    mirrored = np.stack([tracker.process(f[:, ::-1].copy()).features for f in frames])
+    mirrored = np.stack([tracker.process_now(f[:, ::-1].copy(), steps).features for f in frames])
     assert body_frame(mirrored).mirrored != body.mirrored  # the same hand is dominant in both
     norm_m = normalise_features(mirrored)
     tracked = (norm[:, TRACKED] > 0.5) & (norm_m[:, TRACKED] > 0.5)
@@ -146,16 +147,16 @@ def test_features_and_normalisation(models: LandmarkModels) -> None:
     assert float(np.median(diff)) < MAX_MIRROR_SHAPE_DIFF, float(np.median(diff))
 
 
-def test_pose_and_handedness_agree_with_arm_raised(models: LandmarkModels) -> None:
+def test_pose_and_handedness_agree_with_arm_raised(steps: DirectSteps) -> None:
     """hat/handspeak: the signer's right arm is raised to the head all clip long. The upper-body pose
     region finds the body (the whole-frame letterbox did not: presence 0.05-0.6), the raised hand is
     classified as the right hand (slot 0), and the pose's right wrist lies on it."""
     need_clips()
-    tracker = HandPoseTracker(models)
+    tracker = HandPoseTracker()
     frames = list(iter_clip_frames(CLIPS / "hat" / "handspeak.mp4"))[:30]
     presence, right, near = [], [], []
     for frame in frames:
-        result = tracker.process(frame)
+        result = tracker.process_now(frame, steps)
         presence.append(result.pose_presence)
         assert result.pose is not None
         for hand in result.hands:

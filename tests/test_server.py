@@ -186,7 +186,8 @@ async def test_readyz_and_prometheus_metrics(server: ServerProcess, hello_jpegs:
     assert values['signstream_errors_total{code="bad_base64"}'] >= 1
     assert values["signstream_connected_clients"] >= 1
     assert values["signstream_frame_to_prediction_seconds_count"] >= 3
-    assert values["signstream_encoder_batch_size_count"] >= 3
+    assert values['signstream_session_batch_size_count{session="encoder"}'] >= 3
+    assert values['signstream_session_batch_size_count{session="head"}'] >= 1
     assert values["signstream_frames_received_total"] <= health["frames"]  # one source of truth
     assert 'signstream_model_info{encoder="fp32",name="WLASL20c"' in text
 
@@ -288,7 +289,7 @@ async def test_a_polling_client_that_disconnects_cleanly_stops_counting_at_once(
 
 
 async def test_a_polling_load_test_leaves_no_client_counted(model_dir: Path, hello_jpegs: list[bytes]) -> None:
-    from benchmarks.loadgen import run_load
+    from service.loadgen import run_load
 
     running = start_server(model_dir, MAX_FPS="1000")
     try:

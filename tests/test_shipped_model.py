@@ -12,8 +12,9 @@ import json
 
 import pytest
 
-from service.engine import check_model_files, load_recognizer
 from service.evaluation import LabelledClip, evaluate
+from service.recognizers import load_recognizer
+from service.recognizers.wlasl20c import check_model_files
 from service.settings import load_settings
 from tests.conftest import ROOT
 
@@ -57,7 +58,7 @@ def test_landmark_model_files_belong_together() -> None:
     import hashlib
 
     from service.labels import GLOSSES
-    from service.landmarks import SEQUENCE_FILE, check_landmark_files
+    from service.recognizers.landmarks import SEQUENCE_FILE, check_landmark_files
 
     directory = MODEL.parent / "landmarks"
     meta = check_landmark_files(directory)  # raises unless the features serving makes fit the model

@@ -15,9 +15,10 @@ import asyncio
 import numpy as np
 import onnxruntime as ort
 
-from service.engine import load_recognizer
-from service.landmarks import SEQUENCE_FILE, window_vector
-from service.preprocess import clip_fps, iter_clip_frames
+from service.clips import clip_fps, iter_clip_frames
+from service.recognizers import load_recognizer
+from service.recognizers.landmarks import SEQUENCE_FILE
+from service.recognizers.landmarks.features import window_vector
 from service.settings import Settings, load_settings
 from service.stream import NOT_READY
 from tests.conftest import ROOT

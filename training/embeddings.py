@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from service.preprocess import clip_fps, iter_clip_frames, preprocess_frame
+from service.clips import clip_fps, iter_clip_frames
+from service.recognizers.wlasl20c.preprocess import preprocess_frame
 from training.catalogue import DATA_ROOT, FOUND_ROOT
 from training.manifest import DEFAULT_MANIFEST, REPO_ROOT, load_manifest, resolve
 

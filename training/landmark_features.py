@@ -1,8 +1,9 @@
 """Per-frame hand/pose landmark vectors of every catalogued clip -> data/landmarks.npz.
 
 Every clip of the catalogue (training/catalogue.py: ../shared/data/clips.csv plus data/found_clips.csv)
-is streamed frame by frame, in order, through one `service.landmarks.HandPoseTracker` per clip, the
-tracker serving runs. Clips run in parallel worker processes, one ONNX thread each.
+is streamed frame by frame, in order, through one `HandPoseTracker` per clip
+(service/recognizers/landmarks/tracker.py), the tracker serving runs. Clips run in parallel worker processes,
+one ONNX thread each.
 
 data/landmarks.npz:
   `<clip key>`            float16 (frames, FEATURE_SIZE) raw vectors of every frame (layout: service/landmarks.py)
@@ -25,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from service.landmarks import HAND_BLOCK, HandPoseTracker, LandmarkModels
-from service.preprocess import clip_fps, iter_clip_frames
+from service.clips import clip_fps, iter_clip_frames
+from service.recognizer import DirectSteps
+from service.recognizers.landmarks.layout import HAND_BLOCK
+from service.recognizers.landmarks.tracker import HandPoseTracker, offline_steps
 from service.settings import Settings
 from service.stream import StreamState
 from training.catalogue import ROOT, ClipRecord, load_catalogue
@@ -34,14 +37,14 @@ from training.catalogue import ROOT, ClipRecord, load_catalogue
 DEFAULT_OUT = ROOT / "data" / "landmarks.npz"
 WINDOW = 10  # model/landmarks/sequence.json "window": the schedule encodes every frame until the first window
 
-_models: LandmarkModels | None = None
+_steps: DirectSteps | None = None
 
 
-def _worker_models() -> LandmarkModels:
-    global _models
-    if _models is None:
-        _models = LandmarkModels(threads=1)
-    return _models
+def _worker_steps() -> DirectSteps:
+    global _steps
+    if _steps is None:
+        _steps = offline_steps(threads=1)
+    return _steps
 
 
 # Serving runs the tracker only on the frames its sampling schedule takes (EMBEDDINGS_PER_SECOND), so
@@ -60,8 +63,9 @@ def extract(record: ClipRecord) -> tuple[str, dict[str, np.ndarray], dict[str, A
     settings = Settings()
     fps = clip_fps(record.path)
     # The tracker exactly as serving creates it (LandmarkRecognizer.new_tracker: the defaults).
-    dense = HandPoseTracker(_worker_models())
-    served = [HandPoseTracker(_worker_models()) for _ in SERVED_PHASES]
+    steps = _worker_steps()
+    dense = HandPoseTracker()
+    served = [HandPoseTracker() for _ in SERVED_PHASES]
     interval = 1.0 / settings.embeddings_per_second
     states = [StreamState(WINDOW, 1, settings.window_seconds, settings.embeddings_per_second) for _ in SERVED_PHASES]
     feats: list[np.ndarray] = []
@@ -69,13 +73,13 @@ def extract(record: ClipRecord) -> tuple[str, dict[str, np.ndarray], dict[str, A
     served_times: list[list[float]] = [[] for _ in SERVED_PHASES]
     size = (0, 0)
     for index, frame in enumerate(iter_clip_frames(record.path)):
-        feats.append(dense.process(frame).features)
+        feats.append(dense.process_now(frame, steps).features)
         size = (frame.shape[1], frame.shape[0])
         for k, phase in enumerate(SERVED_PHASES):
             t = index / fps + phase * interval
             if states[k].take(t):
                 states[k].add(np.zeros(1, np.float32), t)
-                served_feats[k].append(served[k].process(frame).features)
+                served_feats[k].append(served[k].process_now(frame, steps).features)
                 served_times[k].append(t)
     raw = np.stack(feats)
     present = raw[:, [HAND_BLOCK - 1, 2 * HAND_BLOCK - 1]] > 0.5
@@ -137,7 +141,7 @@ def main() -> None:
         raise SystemExit(f"no clip file and no stored features for: {', '.join(lost)}")
     settings = Settings()
     meta = {
-        "tracker": "service.landmarks.HandPoseTracker with its defaults, as serving creates it",
+        "tracker": "HandPoseTracker with its defaults, as serving creates it",
         "served": {
             "phases": list(SERVED_PHASES),
             "embeddings_per_second": settings.embeddings_per_second,

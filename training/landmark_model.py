@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from service.labels import GLOSSES
-from service.landmarks import (
+from service.recognizers.landmarks.features import window_vector, window_vector_size
+from service.recognizers.landmarks.layout import (
     ASPECT,
     FEATURE_SIZE,
     HAND_BLOCK,
@@ -46,8 +47,6 @@ from service.landmarks import (
     POSE_MIRROR,
     POSE_OFFSET,
     POSE_POINTS,
-    window_vector,
-    window_vector_size,
 )
 from service.settings import Settings
 from service.stream import StreamState

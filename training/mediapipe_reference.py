@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from service.landmarks import LandmarkModels
+    from service.recognizer import DirectSteps
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = ROOT / "tests" / "data" / "mediapipe_hands_reference.npz"
@@ -75,25 +75,25 @@ def reference(path: Path) -> dict[str, np.ndarray]:
 
 
 def compare_with_reference(
-    models: LandmarkModels, key: str, reference_path: Path = DEFAULT_REFERENCE, clips_dir: Path = DEFAULT_CLIPS
+    steps: DirectSteps, key: str, reference_path: Path = DEFAULT_REFERENCE, clips_dir: Path = DEFAULT_CLIPS
 ) -> dict[str, Any]:
-    """service/landmarks.py (under the main venv) vs the reference, configured as MediaPipe Hands is
+    """The landmark tracker (under the main venv) vs the reference, configured as MediaPipe Hands is
     (palm score 0.5, detector every frame while < 2 hands). Each MediaPipe hand is matched to the
     nearest tracker hand (mean landmark distance < 5% of the frame width counts as found)."""
-    from service.landmarks import HandPoseTracker
-    from service.preprocess import iter_clip_frames
+    from service.clips import iter_clip_frames
+    from service.recognizers.landmarks.tracker import HandPoseTracker
 
     ref = np.load(reference_path)
     landmarks = ref[f"{key}/landmarks"].astype(np.float32)
     present = ref[f"{key}/present"]
     handed = ref[f"{key}/handedness"].astype(np.float32)
     width = float(ref[f"{key}/size"][0])
-    tracker = HandPoseTracker(models, min_detection_score=0.5, detect_every=1, run_pose=False)
+    tracker = HandPoseTracker(min_detection_score=0.5, detect_every=1, run_pose=False)
     errors: list[float] = []
     handedness_agree: list[bool] = []
     ours_any: list[bool] = []
     for i, frame in enumerate(iter_clip_frames(clips_dir / f"{key}.mp4")):
-        result = tracker.process(frame)
+        result = tracker.process_now(frame, steps)
         ours_any.append(bool(result.hands))
         for j in range(2):
             if not present[i, j] or not result.hands:
@@ -120,9 +120,9 @@ def compare_with_reference(
 
 def write_agreement(reference_path: Path = DEFAULT_REFERENCE, clips_dir: Path = DEFAULT_CLIPS) -> dict[str, Any]:
     """Under the main venv: the comparison for every clip of the reference -> model/landmarks/report.json."""
-    from service.landmarks import MODEL_DIR, LandmarkModels
+    from service.recognizers.landmarks.tracker import MODEL_DIR, offline_steps
 
-    models = LandmarkModels(threads=1)
+    steps = offline_steps(threads=1)
     keys = sorted({name.rsplit("/", 1)[0] for name in np.load(reference_path).files})
     out: dict[str, Any] = {
         "reference": "mediapipe 0.10.14 solutions.hands, video mode, model_complexity=1",
@@ -130,7 +130,7 @@ def write_agreement(reference_path: Path = DEFAULT_REFERENCE, clips_dir: Path = 
         "clips": {},
     }
     for key in keys:
-        out["clips"][key] = compare_with_reference(models, key, reference_path, clips_dir)
+        out["clips"][key] = compare_with_reference(steps, key, reference_path, clips_dir)
         print(key, json.dumps(out["clips"][key]), flush=True)
     report_path = MODEL_DIR / "report.json"
     report = json.loads(report_path.read_text())

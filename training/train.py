@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from convert.architecture import EMBEDDING_DIM, LABELS, WINDOW, build_head_from, build_wlasl20c
-from service.preprocess import sample_training_indices
+from service.recognizers.wlasl20c.preprocess import sample_training_indices
 from training.catalogue import signer_folds
 from training.embeddings import DEFAULT_OUT as DEFAULT_EMBEDDINGS
 from training.embeddings import build_embeddings, load_embeddings

@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from benchmarks.loadgen import held
+from service.loadgen import held
 
 COLOURS = [(200, 80, 30), (40, 140, 40), (30, 30, 200), (150, 60, 150)]
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import socketio
 
-from service.preprocess import iter_clip_frames
+from service.clips import iter_clip_frames
 
 
 def browser_jpegs(video: Path, limit: int = 250) -> list[bytes]:
@@ -102,21 +102,21 @@ async def _one_client(
     sio = socketio.AsyncClient(reconnection=False)
     ready = asyncio.Event()
 
-    @sio.on("status")
     async def on_status(data: Any) -> None:
         ready.set()
 
-    @sio.on("prediction")
     async def on_prediction(data: Any) -> None:
         sent = sent_at.pop(data.get("id"), None)
         if sent is not None:
             result.replies += 1
             result.latencies_ms.append((time.perf_counter() - sent) * 1e3)
 
-    @sio.on("error")
     async def on_error(data: Any) -> None:
         if sent_at.pop(data.get("id"), None) is not None:
             result.errors += 1
+
+    for event, handler in (("status", on_status), ("prediction", on_prediction), ("error", on_error)):
+        sio.on(event, handler)
 
     payloads = frames if binary else [base64.b64encode(f).decode() for f in frames]
     try:

@@ -6,46 +6,21 @@ BGR as OpenCV decodes it (no colour conversion), `cv2.resize` to 224x224 (biline
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
-import numpy.typing as npt
+
+from service.arrays import FloatArray, ImageBGR
+from service.clips import iter_clip_frames
 
 IMAGE_SIZE = 224
-
-FloatArray = npt.NDArray[np.float32]
-ImageBGR = npt.NDArray[np.uint8]
 
 
 def preprocess_frame(image_bgr: ImageBGR) -> FloatArray:
     """BGR uint8 image of any size -> float32 (224, 224, 3) in [0, 1]."""
     resized = cv2.resize(image_bgr, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_LINEAR)
     return resized.astype(np.float32) / np.float32(255.0)
-
-
-def iter_clip_frames(path: Path) -> Iterator[ImageBGR]:
-    """Every frame of a video file (mp4, gif, ...) as BGR uint8, in order."""
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise ValueError(f"cannot open video {path}")
-    try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            yield np.asarray(frame, dtype=np.uint8)
-    finally:
-        capture.release()
-
-
-def clip_fps(path: Path, default: float = 25.0) -> float:
-    """The clip's frame rate, or `default` when the container does not say (GIFs often don't)."""
-    capture = cv2.VideoCapture(str(path))
-    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-    capture.release()
-    return fps if 1.0 <= fps <= 120.0 else default
 
 
 def sample_training_indices(n_frames: int, n_samples: int = 10) -> list[int]:

@@ -1,0 +1,119 @@
+"""The landmark recogniser (MODEL=landmarks, the default): hand and pose landmarks per frame (tracked per
+stream, tracker.py), a small sequence model on 10 of them (features.py's window vector).
+
+Its files are read from the `landmarks` folder beside MODEL_PATH: the three front-end models
+(`python -m convert.mediapipe_models`) and sequence.onnx / sequence.json (`python cli.py train --model landmarks`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from service.arrays import FloatArray, ImageBGR
+from service.onnx_runtime import ModelError, batch_run, create_session, sha256_of
+from service.recognizer import Description, Session, Steps
+from service.recognizers.landmarks.features import window_vector, window_vector_size
+from service.recognizers.landmarks.layout import FEATURE_SIZE
+from service.recognizers.landmarks.tracker import (
+    HAND_FILE,
+    PALM_FILE,
+    POSE_FILE,
+    HandPoseTracker,
+    front_end_sessions,
+)
+from service.settings import Settings
+
+SEQUENCE_FILE = "sequence.onnx"
+SEQUENCE_META = "sequence.json"
+HINT = (
+    "point MODEL_PATH at a file in the folder that holds landmarks/ (the repository's is ./model/WLASL20c_model.h5), "
+    "or build it with `python -m convert.mediapipe_models` (front end) and `python cli.py train --model landmarks`"
+)
+
+
+def landmark_model_dir(settings: Settings) -> Path:
+    """MODEL=landmarks reads its files from the `landmarks` folder beside MODEL_PATH. When that folder
+    is not there, fail with one line naming the path that is missing: MODEL_PATH itself (and its
+    folder) when it does not exist, else the landmarks folder (which files are missing in a folder
+    that is there is check_landmark_files' to say)."""
+    folder = settings.model_dir / "landmarks"
+    if folder.is_dir():
+        return folder
+    model_path = settings.model_path
+    if not model_path.exists():
+        parent = "" if settings.model_dir.is_dir() else f", nor does its folder {settings.model_dir}"
+        raise ModelError(
+            f"MODEL=landmarks but MODEL_PATH={model_path} does not exist{parent} "
+            f"(the landmark model is read from {folder}, beside it): {HINT}"
+        )
+    raise ModelError(f"MODEL=landmarks but there is no {folder} beside MODEL_PATH={model_path}: {HINT}")
+
+
+def check_landmark_files(model_dir: Path) -> dict[str, Any]:
+    """Fail with one clear line unless every landmark model file is there, and sequence.onnx is the one
+    sequence.json describes (its sha256) for this layout of features; returns sequence.json."""
+    files = [PALM_FILE, HAND_FILE, POSE_FILE, SEQUENCE_FILE, SEQUENCE_META]
+    missing = [name for name in files if not (model_dir / name).is_file()]
+    if missing:
+        raise ModelError(
+            f"MODEL=landmarks but {', '.join(missing)} missing in {model_dir}: run "
+            "`python -m convert.mediapipe_models` (front end) and `python cli.py train --model landmarks`"
+        )
+    meta: dict[str, Any] = json.loads((model_dir / SEQUENCE_META).read_text())
+    want = window_vector_size(int(meta["window"]))
+    if meta.get("raw_feature_size") != FEATURE_SIZE or list(meta["input"]["shape"])[-1] != want:
+        raise ModelError(
+            f"{model_dir / SEQUENCE_META} was trained on other landmark features (raw {meta.get('raw_feature_size')},"
+            f" input {meta['input']['shape']}; serving makes raw {FEATURE_SIZE}, input {want}): retrain with"
+            " `python cli.py train --model landmarks`"
+        )
+    if meta.get("sequence_onnx_sha256") != sha256_of(model_dir / SEQUENCE_FILE):
+        raise ModelError(
+            f"{model_dir / SEQUENCE_FILE} is not the model {SEQUENCE_META} describes (sha256 differs): "
+            "retrain with `python cli.py train --model landmarks`"
+        )
+    return meta
+
+
+class LandmarkRecognizer:
+    """Front end per frame (palm only when tracking is lost, hand per tracked hand, pose), batched
+    across streams session by session; per window the signer-normalised vector and the sequence model."""
+
+    name = "landmarks"
+
+    @staticmethod
+    def check(settings: Settings) -> None:
+        check_landmark_files(landmark_model_dir(settings))
+
+    def __init__(self, settings: Settings) -> None:
+        model_dir = landmark_model_dir(settings)
+        meta = check_landmark_files(model_dir)
+        self.labels = [str(label) for label in meta["labels"]]
+        self.window_size = int(meta["window"])
+        self.embedding_dim = FEATURE_SIZE
+        sequence = create_session(
+            model_dir / SEQUENCE_FILE, settings.execution_provider,
+            settings.intra_op_threads, settings.inter_op_threads,
+        )  # fmt: skip
+        self.provider = str(sequence.get_providers()[0])
+        self._front_end = (PALM_FILE, HAND_FILE, POSE_FILE)
+        self._sequence_sha = str(meta["sequence_onnx_sha256"])[:12]
+        # The front-end models are small: one intra-op thread each; the batcher gives them their batches.
+        self.sessions = front_end_sessions(model_dir, settings.execution_provider, threads=1) | {
+            "sequence": Session(batch_run(sequence), max_batch=32, max_wait_ms=0.0),
+        }
+
+    def describe(self) -> Description:
+        details = {"front_end": ", ".join(name.removesuffix(".onnx") for name in self._front_end)}
+        return Description(self.name, self.provider, details | {"sequence_sha256": self._sequence_sha})
+
+    def new_tracker(self) -> HandPoseTracker:
+        return HandPoseTracker()
+
+    async def encode(self, image_bgr: ImageBGR, tracker: HandPoseTracker, steps: Steps) -> FloatArray:
+        return (await tracker.process(image_bgr, steps)).features
+
+    async def classify(self, window: FloatArray, steps: Steps) -> FloatArray:
+        return await steps.run("sequence", await steps.cpu(window_vector, window))
