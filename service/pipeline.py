@@ -53,12 +53,28 @@ class Pipeline:
             return stream.last
         return await self.encode_and_classify(image, stream, timestamp)
 
+    async def answer(self, data: bytes, stream: StreamState, timestamp: float) -> Prediction:
+        """A frame the stream took (`StreamState.take`), as image bytes: decode, encode, classify.
+        Raises FrameError for an image that cannot be decoded."""
+        try:
+            image = await self.decode(data)
+        except BaseException:
+            stream.release()
+            raise
+        return await self.encode_and_classify(image, stream, timestamp)
+
     async def encode_and_classify(self, image: ImageBGR, stream: StreamState, timestamp: float) -> Prediction:
-        """Encode a scheduled frame, add it to the stream, classify the window ending at it."""
-        stream.add(await self.engine.encode(image, stream.tracker), timestamp)
-        window = stream.window()
-        if window is None:
-            return NOT_READY
-        probabilities = await self.engine.classify(window)
-        stream.last = decide(probabilities, self.recognizer.labels, self.settings.threshold)
-        return stream.last
+        """Encode a frame the stream took, add it to the stream, classify the window ending at it. The
+        stream's schedule is settled either way: `answered` with the prediction, or `release`d."""
+        try:
+            stream.add(await self.engine.encode(image, stream.tracker), timestamp)
+            window = stream.window()
+            prediction = NOT_READY
+            if window is not None:
+                probabilities = await self.engine.classify(window)
+                prediction = decide(probabilities, self.recognizer.labels, self.settings.threshold)
+        except BaseException:
+            stream.release()
+            raise
+        stream.answered(prediction)
+        return prediction

@@ -7,6 +7,8 @@ ends with the newest embedding, so every prediction reflects the frame it answer
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +67,8 @@ class StreamState:
         self._scheduled_at = -math.inf  # arrival time of the newest of them
         self.last = NOT_READY  # the prediction of the newest window
         self.tracker: Any = None  # the recogniser's per-stream front-end state (hand tracking)
+        # Set (and replaced) each time a taken frame is settled: replies waiting for freshness wake.
+        self._settled = asyncio.Event()
 
     def take(self, timestamp: float) -> bool:
         """Should the frame arriving at `timestamp` be encoded? If so it is counted as scheduled at
@@ -89,6 +93,26 @@ class StreamState:
         self._scheduled = self._count
         newest = self.newest_timestamp
         self._scheduled_at = newest if newest is not None else -math.inf
+        self._settle()
+
+    def answered(self, prediction: Prediction) -> None:
+        """A taken frame has been added and its window classified: `last` is the reply to frames between."""
+        self.last = prediction
+        self._settle()
+
+    def _settle(self) -> None:
+        self._settled.set()
+        self._settled = asyncio.Event()
+
+    async def until_fresh(self, arrived: float, limit: float) -> None:
+        """Freshness: the newest embedding behind a reply is at most `limit` seconds older than the frame
+        it answers. When the newest one is older and a newer frame is being encoded (it takes longest
+        under load), wait for that frame to be settled, at most `limit`."""
+        newest = self.newest_timestamp
+        if newest is None or arrived - newest <= limit or not self.in_flight:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), limit)
 
     @property
     def in_flight(self) -> bool:
