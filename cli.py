@@ -54,9 +54,9 @@ def serve(
 
     import uvicorn
 
+    from service.engine import check_model
     from service.logs import configure_logging
     from service.onnx_runtime import ModelError, choose_providers
-    from service.recognizers import check_model
 
     settings = _settings()
     _check_port(host, port)  # before the model is touched: a server that cannot listen must not load it
@@ -129,8 +129,8 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Stream a clip frame by frame through the server's stream state and engine (no network)."""
+    from service.engine import load_recognizer
     from service.onnx_runtime import ModelError
-    from service.recognizers import load_recognizer
     from service.streaming import stream_clip
 
     settings = _settings()
@@ -167,10 +167,10 @@ def evaluate(
     """Stream real clips through the server's pipeline and report clip-level top-1/top-5."""
     import dataclasses
 
+    from service.engine import load_recognizer
     from service.evaluation import clips_in_folder, clips_in_manifest, confusion_png
     from service.evaluation import evaluate as run_evaluate
     from service.onnx_runtime import ModelError
-    from service.recognizers import load_recognizer
 
     settings = _settings()
     if window_seconds is not None:
@@ -212,22 +212,17 @@ def evaluate(
 def train(ctx: typer.Context) -> None:
     """Rebuild a shipped model (needs the convert extra): `train [--model wlasl20c|landmarks] [options]`;
     `train [--model ...] --help` lists the options."""
+    from service.recognizers import RECOGNIZERS, load_object
+
     args = list(ctx.args)
     model = "wlasl20c"
     if "--model" in args:
         at = args.index("--model")
         model = args[at + 1] if at + 1 < len(args) else ""
         del args[at : at + 2]
-    if model == "landmarks":
-        from training.landmark_model import main as train_landmarks
-
-        train_landmarks(args)
-    elif model == "wlasl20c":
-        from training.train import main as train_wlasl20c
-
-        train_wlasl20c(args)
-    else:
-        _fail("--model must be wlasl20c or landmarks")
+    if model not in RECOGNIZERS:
+        _fail(f"--model must be one of {', '.join(RECOGNIZERS)}")
+    load_object(RECOGNIZERS[model].trainer)(args)
 
 
 @app.command()

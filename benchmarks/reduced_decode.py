@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 
 from service.clips import clip_fps, iter_clip_frames
+from service.engine import load_recognizer
 from service.pipeline import Pipeline
 from service.recognizer import Recognizer
-from service.recognizers import load_recognizer
 from service.settings import Settings, load_settings
 from service.streaming import Step, clip_label
 

@@ -30,13 +30,13 @@ from prometheus_client.core import Metric
 from service import __version__
 from service.auth import require_token
 from service.docs import ASYNCAPI_PATH, Health, Loading, Ready, asyncapi, openapi_config
+from service.engine import load_recognizer
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.metrics import Metrics, counter, gauge, info, labelled_counter
 from service.onnx_runtime import ModelError
 from service.pipeline import Pipeline
 from service.protocol import SignProtocol
 from service.recognizer import Recognizer
-from service.recognizers import load_recognizer
 from service.settings import Settings
 
 log = logging.getLogger("signstream.app")

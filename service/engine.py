@@ -1,5 +1,6 @@
-"""The inference engine: one micro-batcher per ONNX session the recogniser declares, the inference and
-CPU thread pools, and the `Steps` the recogniser's coroutines run their work through.
+"""The inference engine: loading the recogniser MODEL names (via the registry) and warming it up; one
+micro-batcher per ONNX session it declares, the inference and CPU thread pools, and the `Steps` the
+recogniser's coroutines run their work through.
 
 Every model call of every client goes through `Engine.run(session, item)`, so each session's calls are
 batched across clients (infinity's encode_pre / encode_core / encode_post): the encoder and head of
@@ -10,15 +11,22 @@ metrics and the benchmarks never care which recogniser runs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+
+import numpy as np
 
 from service.arrays import FloatArray, ImageBGR
 from service.batcher import MicroBatcher
-from service.recognizer import Recognizer
+from service.recognizer import DirectSteps, Recognizer, RecognizerFactory, run_now
+from service.recognizers import RECOGNIZERS, load_object
 from service.settings import Settings
+
+log = logging.getLogger("signstream.engine")
 
 T = TypeVar("T")
 BatchObserver = Callable[[str, int, float], None]  # session, batch size, seconds
@@ -86,3 +94,46 @@ def _observer(on_batch: BatchObserver, name: str) -> Callable[[int, float], None
         on_batch(name, size, seconds)
 
     return observe
+
+
+def recognizer_class(name: str) -> RecognizerFactory:
+    """The class MODEL=`name` names (settings only accept registered names)."""
+    return cast(RecognizerFactory, load_object(RECOGNIZERS[name].recognizer))
+
+
+def check_model(settings: Settings) -> None:
+    """Fail with one clear line unless the model MODEL names can be served (cheap, before start-up)."""
+    recognizer_class(settings.model).check(settings)
+
+
+def load_recognizer(settings: Settings) -> Recognizer:
+    """Check the model files, open the sessions and warm them up (logging each stage's time)."""
+    recognizer = recognizer_class(settings.model)(settings)
+    warm_up(recognizer)
+    return recognizer
+
+
+def warm_up(recognizer: Recognizer) -> dict[str, float]:
+    """Run a frame and a window through every session once (first runs allocate); log what each costs."""
+    frame = np.full((480, 640, 3), 128, dtype=np.uint8)
+    steps = DirectSteps(recognizer.sessions)
+    timings: dict[str, float] = {}
+    tracker = recognizer.new_tracker()
+    for _ in range(2):
+        start = time.perf_counter()
+        embedding = run_now(recognizer.encode(frame, tracker, steps))
+        timings["frame_ms"] = (time.perf_counter() - start) * 1e3
+        start = time.perf_counter()
+        run_now(recognizer.classify(np.repeat(embedding[None], recognizer.window_size, axis=0), steps))
+        timings["window_ms"] = (time.perf_counter() - start) * 1e3
+    description = recognizer.describe()
+    details = "".join(f", {key} {value}" for key, value in description.details.items())
+    log.info(
+        "model %s ready on %s (sessions %s%s): %s",
+        description.name,
+        description.provider,
+        "/".join(recognizer.sessions),
+        details,
+        ", ".join(f"{k}={v:.1f}" for k, v in timings.items()),
+    )
+    return timings

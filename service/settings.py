@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from dotenv import dotenv_values
 
 from service import MAX_PIXELS
+from service.recognizers import RECOGNIZERS
 
 T = TypeVar("T")
 
@@ -171,7 +172,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CORS_ORIGINS": ("cors_origins", _origins),
     "SOCKETIO_PING_TIMEOUT": ("ping_timeout", _positive(float)),
     "SOCKETIO_PING_INTERVAL": ("ping_interval", _positive(float)),
-    "MODEL": ("model", _choice(("wlasl20c", "landmarks"))),
+    "MODEL": ("model", _choice(tuple(RECOGNIZERS))),
     "EXECUTION_PROVIDER": ("execution_provider", _choice(PROVIDERS)),
     "ENCODER_VARIANT": ("encoder_variant", _choice(("auto", "fp32", "int8", "fp16"))),
     "PREDICTION_THRESHOLD": ("threshold", _probability),

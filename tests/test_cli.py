@@ -93,8 +93,8 @@ def test_serve_on_a_port_in_use_fails_at_once_naming_the_port(model_dir: Path) -
 def test_serve_with_landmarks_and_a_missing_model_path_names_that_path(tmp_path: Path, missing: str) -> None:
     """MODEL=landmarks reads MODEL_PATH's folder (its landmarks/ beside the h5): when MODEL_PATH does
     not exist, say so, rather than list the landmark files missing in a folder that was never there."""
+    from service.engine import load_recognizer
     from service.onnx_runtime import ModelError
-    from service.recognizers import load_recognizer
     from service.settings import load_settings
 
     model_path = tmp_path / "WLASL20c_model.h5" if missing == "file" else tmp_path / "nowhere" / "WLASL20c_model.h5"

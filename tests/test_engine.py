@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.engine import load_recognizer
 from service.onnx_runtime import ModelError, choose_providers
-from service.recognizers import load_recognizer
 from service.recognizers.wlasl20c import ImageRecognizer, check_model_files
 from service.recognizers.wlasl20c.preprocess import preprocess_frame
 from service.settings import load_settings

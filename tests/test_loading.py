@@ -10,7 +10,7 @@ import httpx
 import uvicorn
 
 from service.app import create_app
-from service.recognizers import load_recognizer
+from service.engine import load_recognizer
 from service.settings import Settings, load_settings
 from tests.conftest import free_port
 from tests.peer import Peer

@@ -12,8 +12,8 @@ import json
 
 import pytest
 
+from service.engine import load_recognizer
 from service.evaluation import LabelledClip, evaluate
-from service.recognizers import load_recognizer
 from service.recognizers.wlasl20c import check_model_files
 from service.settings import load_settings
 from tests.conftest import ROOT

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.clips import clip_fps, iter_clip_frames
-from service.recognizers import load_recognizer
+from service.engine import load_recognizer
 from service.recognizers.landmarks import SEQUENCE_FILE
 from service.recognizers.landmarks.features import window_vector
 from service.settings import Settings, load_settings
