@@ -41,9 +41,9 @@ class Engine:
         self.recognizer = recognizer
         # CPU work (JPEG decode, crops, window vectors) runs in its own small pool; OpenCV releases the GIL.
         self._cpu_pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="cpu")
-        # One inference thread: ONNX Runtime parallelises inside a call (intra-op threads), and
-        # sessions' batches take turns rather than competing for the cores.
-        self._inference_pool = ThreadPoolExecutor(1, thread_name_prefix="onnx")
+        # INFERENCE_THREADS calls at once (1: ONNX Runtime parallelises inside a call with its intra-op
+        # threads, and the sessions' batches take turns rather than compete for the cores).
+        self._inference_pool = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="onnx")
         self.batchers = {
             name: MicroBatcher(
                 name,
