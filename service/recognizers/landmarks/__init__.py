@@ -16,13 +16,7 @@ from service.onnx_runtime import ModelError, batch_run, create_session, sha256_o
 from service.recognizer import Description, Session, Steps
 from service.recognizers.landmarks.features import window_vector, window_vector_size
 from service.recognizers.landmarks.layout import FEATURE_SIZE
-from service.recognizers.landmarks.tracker import (
-    HAND_FILE,
-    PALM_FILE,
-    POSE_FILE,
-    HandPoseTracker,
-    front_end_sessions,
-)
+from service.recognizers.landmarks.tracker import FrontEnd, HandPoseTracker, front_end_sessions
 from service.settings import Settings
 
 SEQUENCE_FILE = "sequence.onnx"
@@ -52,16 +46,17 @@ def landmark_model_dir(settings: Settings) -> Path:
 
 
 def check_landmark_files(model_dir: Path) -> dict[str, Any]:
-    """Fail with one clear line unless every landmark model file is there, and sequence.onnx is the one
-    sequence.json describes (its sha256) for this layout of features; returns sequence.json."""
-    files = [PALM_FILE, HAND_FILE, POSE_FILE, SEQUENCE_FILE, SEQUENCE_META]
+    """Fail with one clear line unless every landmark model file is there (the front end sequence.json
+    names), and sequence.onnx is the one sequence.json describes (its sha256) for this layout of
+    features; returns sequence.json."""
+    hint = "`python -m convert.mediapipe_models` (front end) and `python cli.py train --model landmarks`"
+    if not (model_dir / SEQUENCE_META).is_file():
+        raise ModelError(f"MODEL=landmarks but {SEQUENCE_META} missing in {model_dir}: run {hint}")
+    meta: dict[str, Any] = json.loads((model_dir / SEQUENCE_META).read_text())
+    files = [*FrontEnd.from_dict(meta.get("front_end")).files, SEQUENCE_FILE]
     missing = [name for name in files if not (model_dir / name).is_file()]
     if missing:
-        raise ModelError(
-            f"MODEL=landmarks but {', '.join(missing)} missing in {model_dir}: run "
-            "`python -m convert.mediapipe_models` (front end) and `python cli.py train --model landmarks`"
-        )
-    meta: dict[str, Any] = json.loads((model_dir / SEQUENCE_META).read_text())
+        raise ModelError(f"MODEL=landmarks but {', '.join(missing)} missing in {model_dir}: run {hint}")
     want = window_vector_size(int(meta["window"]))
     if meta.get("raw_feature_size") != FEATURE_SIZE or list(meta["input"]["shape"])[-1] != want:
         raise ModelError(
@@ -98,19 +93,21 @@ class LandmarkRecognizer:
             settings.intra_op_threads, settings.inter_op_threads,
         )  # fmt: skip
         self.provider = str(sequence.get_providers()[0])
-        self._front_end = (PALM_FILE, HAND_FILE, POSE_FILE)
+        self.front_end = FrontEnd.from_dict(meta.get("front_end"))
         self._sequence_sha = str(meta["sequence_onnx_sha256"])[:12]
         # The front-end models are small: one intra-op thread each; the batcher gives them their batches.
-        self.sessions = front_end_sessions(model_dir, settings.execution_provider, threads=1) | {
+        self.sessions = front_end_sessions(model_dir, settings.execution_provider, 1, self.front_end) | {
             "sequence": Session(batch_run(sequence), max_batch=32, max_wait_ms=0.0),
         }
 
     def describe(self) -> Description:
-        details = {"front_end": ", ".join(name.removesuffix(".onnx") for name in self._front_end)}
-        return Description(self.name, self.provider, details | {"sequence_sha256": self._sequence_sha})
+        front = ", ".join(name.removesuffix(".onnx") for name in self.front_end.files)
+        if self.front_end.pose_every > 1:
+            front += f" (pose every {self.front_end.pose_every} frames)"
+        return Description(self.name, self.provider, {"front_end": front, "sequence_sha256": self._sequence_sha})
 
     def new_tracker(self) -> HandPoseTracker:
-        return HandPoseTracker()
+        return self.front_end.tracker()
 
     async def encode(self, image_bgr: ImageBGR, tracker: HandPoseTracker, steps: Steps) -> FloatArray:
         return (await tracker.process(image_bgr, steps)).features

@@ -305,8 +305,33 @@ HAND_ROW = NUM_HAND_LANDMARKS * 3 + 2  # 21 x (x, y, z), presence, handedness
 POSE_ROW = 39 * 5 + 1  # 39 x (x, y, z, visibility logit, presence logit), presence
 
 
+@dataclass(frozen=True)
+class FrontEnd:
+    """Which front-end models, and how often pose runs: what a sequence model was trained on, so
+    sequence.json records it ("front_end") and serving builds exactly that front end."""
+
+    palm: str = PALM_FILE
+    hand: str = HAND_FILE
+    pose: str = POSE_FILE
+    pose_every: int = 1  # k > 1: the pose model runs on every k-th processed frame, the others reuse it
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> FrontEnd:
+        return cls(**(values or {}))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"palm": self.palm, "hand": self.hand, "pose": self.pose, "pose_every": self.pose_every}
+
+    @property
+    def files(self) -> tuple[str, str, str]:
+        return self.palm, self.hand, self.pose
+
+    def tracker(self) -> HandPoseTracker:
+        return HandPoseTracker(pose_every=self.pose_every)
+
+
 def front_end_sessions(
-    model_dir: Path = MODEL_DIR, execution_provider: str = "cpu", threads: int = 1
+    model_dir: Path = MODEL_DIR, execution_provider: str = "cpu", threads: int = 1, front_end: FrontEnd = FrontEnd()
 ) -> dict[str, Session]:
     """palm / hand / pose, each as one batched run (outputs flattened into one row per item)."""
 
@@ -314,15 +339,15 @@ def front_end_sessions(
         return create_session(model_dir / name, execution_provider, intra_op_threads=threads)
 
     return {
-        PALM: Session(batch_run(load(PALM_FILE), outputs=(0, 1))),
-        HAND: Session(batch_run(load(HAND_FILE), outputs=(0, 1, 2))),
-        POSE: Session(batch_run(load(POSE_FILE), outputs=(0, 1))),
+        PALM: Session(batch_run(load(front_end.palm), outputs=(0, 1))),
+        HAND: Session(batch_run(load(front_end.hand), outputs=(0, 1, 2))),
+        POSE: Session(batch_run(load(front_end.pose), outputs=(0, 1))),
     }
 
 
-def offline_steps(model_dir: Path = MODEL_DIR, threads: int = 1) -> DirectSteps:
+def offline_steps(model_dir: Path = MODEL_DIR, threads: int = 1, front_end: FrontEnd = FrontEnd()) -> DirectSteps:
     """The front-end sessions run at once in the caller's thread (training, conversion checks), on CPU."""
-    return DirectSteps(front_end_sessions(model_dir, "cpu", threads))
+    return DirectSteps(front_end_sessions(model_dir, "cpu", threads, front_end))
 
 
 @dataclass
@@ -410,6 +435,7 @@ class HandPoseTracker:
         track: bool = True,
         run_pose: bool = True,
         pose_roi: str = "upper_body",
+        pose_every: int = 1,
     ) -> None:
         self.max_hands = max_hands
         self.min_detection_score = min_detection_score
@@ -420,13 +446,18 @@ class HandPoseTracker:
         if pose_roi not in POSE_ROIS:
             raise ValueError(f"pose_roi must be one of {POSE_ROIS}")
         self.pose_roi = pose_roi
+        self.pose_every = max(1, pose_every)
         self.stats = TrackerStats()
         self._rois: list[Rect] = []
         self._since_detect = 0
+        self._since_pose = 0
+        self._last_pose: tuple[FloatArray, float] | None = None
 
     def reset(self) -> None:
         self._rois = []
         self._since_detect = 0
+        self._since_pose = 0
+        self._last_pose = None
 
     # -- model steps ---------------------------------------------------------------------------
 
@@ -480,7 +511,12 @@ class HandPoseTracker:
         pose: FloatArray | None = None
         pose_presence = 0.0
         if self.run_pose_model:
-            pose, pose_presence = await self.pose_landmarks(frame, steps)
+            if self._last_pose is None or self._since_pose + 1 >= self.pose_every:
+                self._last_pose = await self.pose_landmarks(frame, steps)
+                self._since_pose = 0
+            else:
+                self._since_pose += 1
+            pose, pose_presence = self._last_pose
         h, w = frame.shape[:2]
         features = frame_features(hands, pose, pose_presence, w, h)
         self.stats.frames += 1
