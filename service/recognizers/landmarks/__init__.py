@@ -50,10 +50,9 @@ def check_landmark_files(model_dir: Path) -> dict[str, Any]:
     names), and sequence.onnx is the one sequence.json describes (its sha256) for this layout of
     features; returns sequence.json."""
     hint = "`python -m convert.mediapipe_models` (front end) and `python cli.py train --model landmarks`"
-    if not (model_dir / SEQUENCE_META).is_file():
-        raise ModelError(f"MODEL=landmarks but {SEQUENCE_META} missing in {model_dir}: run {hint}")
-    meta: dict[str, Any] = json.loads((model_dir / SEQUENCE_META).read_text())
-    files = [*FrontEnd.from_dict(meta.get("front_end")).files, SEQUENCE_FILE]
+    has_meta = (model_dir / SEQUENCE_META).is_file()
+    meta: dict[str, Any] = json.loads((model_dir / SEQUENCE_META).read_text()) if has_meta else {}
+    files = [*FrontEnd.from_dict(meta.get("front_end")).files, SEQUENCE_FILE, SEQUENCE_META]
     missing = [name for name in files if not (model_dir / name).is_file()]
     if missing:
         raise ModelError(f"MODEL=landmarks but {', '.join(missing)} missing in {model_dir}: run {hint}")
