@@ -248,9 +248,9 @@ def loadtest(
     if transport not in ("websocket", "polling"):
         _fail("--transport must be websocket or polling")
     frames = browser_jpegs(video)
-    runs = []
-    count = clients
-    while True:
+    runs: list[dict[str, Any]] = []
+
+    def measure(count: int) -> bool:
         result = asyncio.run(run_load(url, frames, count, fps, seconds, transport, binary))
         runs.append(result.as_dict())
         lat = result.latency_ms
@@ -259,9 +259,15 @@ def loadtest(
             f"errors={result.errors} p50={lat.get('p50')} p95={lat.get('p95')} p99={lat.get('p99')} "
             f"max={lat.get('max')} ms held={result.held} server={result.server}"
         )
-        if not find_capacity or not result.held:
-            break
-        count = count * 2 if count < 8 else count + 4
+        return result.held
+
+    count, last_held = clients, 0
+    while measure(count) and find_capacity:
+        last_held, count = count, (count * 2 if count < 8 else count + 4)
+    while find_capacity and count - last_held > 1:  # then halve the gap between the last held and the first failed
+        middle = (last_held + count) // 2
+        last_held, count = (middle, count) if measure(middle) else (last_held, middle)
+    runs.sort(key=lambda run: int(run["clients"]))
     output: dict[str, Any] = {"runs": runs}
     if find_capacity:
         holding = [r["clients"] for r in runs if held(r)]

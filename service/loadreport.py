@@ -86,7 +86,7 @@ def results_markdown(output: dict[str, Any], command: str, health: dict[str, Any
         f"- when: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, commit {_git_commit()}",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         f"- server: model {health.get('model_name')}, provider {health.get('provider')}, "
-        f"encoder {health.get('encoder')}",
+        + ", ".join(f"{key} {value}" for key, value in health.get("recognizer", {}).items()),
         f"- command: `{command}`",
         "",
         "| clients | fps | sent | replies | lost | errors | p50 ms | p95 ms | p99 ms | max ms | replies/s "
