@@ -65,6 +65,13 @@ class MicroBatcher:
         await self._queue.put((item, future))
         return await future
 
+    def enqueue(self, item: FloatArray) -> asyncio.Future[FloatArray]:
+        """`submit` without waiting for room: for a caller whose streams each have at most one call of
+        this session waiting, which `max_pending` is sized for (a full queue is a bug, and raises)."""
+        future: asyncio.Future[FloatArray] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((item, future))
+        return future
+
     async def _gather(self) -> list[tuple[FloatArray, asyncio.Future[FloatArray]]]:
         batch = [await self._queue.get()]
         deadline = time.perf_counter() + self._max_wait_s

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
@@ -76,6 +76,9 @@ class Engine:
 
     async def run(self, session: str, item: FloatArray) -> FloatArray:
         return await self.batchers[session].submit(item)
+
+    def begin(self, session: str, item: FloatArray) -> Awaitable[FloatArray]:
+        return self.batchers[session].enqueue(item)
 
     async def cpu(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._cpu_pool, function, *args)

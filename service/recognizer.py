@@ -48,6 +48,10 @@ class Steps(Protocol):
         """One input (no batch axis) of the named session -> its output row, batched with other clients'."""
         ...
 
+    def begin(self, session: str, item: FloatArray) -> Awaitable[FloatArray]:
+        """`run`, started now and awaited later: calls of one frame to several sessions overlap."""
+        ...
+
     async def cpu(self, function: Callable[..., T], *args: Any) -> T:
         """`function(*args)` in the CPU pool."""
         ...
@@ -103,8 +107,15 @@ class DirectSteps:
         self.calls[session] += 1
         return output
 
+    def begin(self, session: str, item: FloatArray) -> Awaitable[FloatArray]:
+        return _finished(run_now(self.run(session, item)))
+
     async def cpu(self, function: Callable[..., T], *args: Any) -> T:
         return function(*args)
+
+
+async def _finished(value: T) -> T:
+    return value
 
 
 def run_now(coroutine: Coroutine[Any, Any, T] | Awaitable[T]) -> T:

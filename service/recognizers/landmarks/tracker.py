@@ -390,12 +390,17 @@ def palm_input(frame: ImageBGR) -> tuple[FloatArray, float, float, float]:
     return to_input(np.asarray(crop, np.uint8))[0], scale, off_x, off_y
 
 
-def hand_input(frame: ImageBGR, roi: Rect) -> tuple[FloatArray, npt.NDArray[np.float64]]:
+Matrix = npt.NDArray[np.float64]  # 2x3: crop pixels -> image pixels
+HandInput = tuple[FloatArray, Matrix]  # the model input, and where its pixels are in the frame
+PoseInput = tuple[FloatArray, Matrix, Rect]
+
+
+def hand_input(frame: ImageBGR, roi: Rect) -> HandInput:
     matrix = roi.crop_to_image(HAND_SIZE)
     return roi_input(frame, matrix, HAND_SIZE, cv2.BORDER_REPLICATE)[0], matrix
 
 
-def pose_input(frame: ImageBGR, kind: str) -> tuple[FloatArray, npt.NDArray[np.float64], Rect]:
+def pose_input(frame: ImageBGR, kind: str) -> PoseInput:
     h, w = frame.shape[:2]
     roi = pose_roi(w, h, kind)
     matrix = roi.crop_to_image(POSE_SIZE)
@@ -475,22 +480,23 @@ class HandPoseTracker:
         self.stats.hand_calls += 1
         return hand_from_row(row, matrix, roi, from_detection)
 
-    async def pose_landmarks(self, frame: ImageBGR, steps: Steps) -> tuple[FloatArray, float]:
-        inputs, matrix, roi = await steps.cpu(pose_input, frame, self.pose_roi)
-        row = await steps.run(POSE, inputs)
-        self.stats.pose_calls += 1
-        return pose_from_row(row, matrix, roi)
-
     # -- per frame -----------------------------------------------------------------------------
 
     async def process(self, frame: ImageBGR, steps: Steps) -> FrameResult:
+        """One frame: the pose model and the hands tracked from the last frame are started together
+        (their crops made in one CPU step), then the palm detector where a hand is missing."""
         start = time.perf_counter()
+        rois = list(self._rois) if self.track else []
+        want_pose = self.run_pose_model and (self._last_pose is None or self._since_pose + 1 >= self.pose_every)
+        pose_in, tracked_in = await steps.cpu(self._tracked_inputs, frame, rois, want_pose)
+        pose_call = steps.begin(POSE, pose_in[0]) if pose_in is not None else None
+        tracked_calls = [steps.begin(HAND, crop) for crop, _ in tracked_in]
         hands: list[Hand] = []
-        if self.track:
-            for roi in self._rois:
-                hand = await self.hand_landmarks(frame, roi, False, steps)
-                if hand.presence >= self.min_presence:
-                    hands.append(hand)
+        for roi, (_, matrix), call in zip(rois, tracked_in, tracked_calls, strict=True):
+            hand = hand_from_row(await call, matrix, roi, False)
+            self.stats.hand_calls += 1
+            if hand.presence >= self.min_presence:
+                hands.append(hand)
         self._since_detect += 1
         need = len(hands) < self.max_hands
         if need and (not hands or self._since_detect >= self.detect_every or not self.track):
@@ -511,17 +517,26 @@ class HandPoseTracker:
         pose: FloatArray | None = None
         pose_presence = 0.0
         if self.run_pose_model:
-            if self._last_pose is None or self._since_pose + 1 >= self.pose_every:
-                self._last_pose = await self.pose_landmarks(frame, steps)
+            if pose_call is not None and pose_in is not None:
+                self._last_pose = pose_from_row(await pose_call, pose_in[1], pose_in[2])
+                self.stats.pose_calls += 1
                 self._since_pose = 0
             else:
                 self._since_pose += 1
+            assert self._last_pose is not None
             pose, pose_presence = self._last_pose
         h, w = frame.shape[:2]
         features = frame_features(hands, pose, pose_presence, w, h)
         self.stats.frames += 1
         self.stats.total_ms += (time.perf_counter() - start) * 1000.0
         return FrameResult(hands, pose, pose_presence, features)
+
+    def _tracked_inputs(
+        self, frame: ImageBGR, rois: list[Rect], want_pose: bool
+    ) -> tuple[
+        tuple[FloatArray, npt.NDArray[np.float64], Rect] | None, list[tuple[FloatArray, npt.NDArray[np.float64]]]
+    ]:
+        return (pose_input(frame, self.pose_roi) if want_pose else None), [hand_input(frame, roi) for roi in rois]
 
     def process_now(self, frame: ImageBGR, steps: DirectSteps) -> FrameResult:
         """`process` without an event loop, with offline steps: the same code serving runs."""
