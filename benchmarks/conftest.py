@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
+from service.clips import CLIPS_DIR
 from service.recognizers.wlasl20c import ImageRecognizer
 from service.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIPS = ROOT.parent / "shared" / "data" / "clips"
+CLIPS = CLIPS_DIR
 RESULTS = Path(os.environ.get("SIGNSTREAM_RESULTS", ROOT / "artifacts" / "benchmarks"))
 
 

@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 
 from convert.architecture import LABELS, build_encoder_from, build_head_from, load_h5
+from service.clips import CLIPS_DIR
 from service.onnx_runtime import sha256_of
 from service.recognizers.wlasl20c import ENCODER_FILE, FULL_FILE, HEAD_FILE, LABELS_FILE, REPORT_FILE
 from service.recognizers.wlasl20c.preprocess import clip_window
 
 OPSET = 17
-DEFAULT_CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
+DEFAULT_CLIPS = CLIPS_DIR
 
 Progress = Callable[[str], None]
 

@@ -25,12 +25,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from service.clips import CLIPS_DIR
 from service.onnx_runtime import sha256_of
 
 MEDIAPIPE_VERSION = "0.10.14"
 OPSET = 17
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CLIPS = ROOT.parent / "shared" / "data" / "clips"
+DEFAULT_CLIPS = CLIPS_DIR
 
 # ONNX file name -> (path inside the wheel, input side in pixels)
 MODELS: dict[str, tuple[str, int]] = {

@@ -1,10 +1,13 @@
 """Video clips as frames: what `cli predict`/`evaluate`, the client, training and the tests read clips with.
 
 One clip-fps rule (`clip_fps`) for all of them: the container's rate, else 25 (GIFs often say nothing).
+One data root (`DATA_ROOT`, the SIGNSTREAM_DATA_ROOT setting, default ../shared/data beside the
+checkout) for every tool that reads the shared clips.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +15,9 @@ import cv2
 import numpy as np
 
 from service.arrays import ImageBGR
+
+DATA_ROOT = Path(os.environ.get("SIGNSTREAM_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))
+CLIPS_DIR = DATA_ROOT / "clips"
 
 
 def iter_clip_frames(path: Path) -> Iterator[ImageBGR]:

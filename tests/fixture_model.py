@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
+from service.clips import CLIPS_DIR
+
+CLIPS = CLIPS_DIR
 
 
 def build_random_h5(path: Path, seed: int = 7) -> Path:

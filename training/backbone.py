@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from training.catalogue import CLIPS_DIR, DATA_ROOT
+from service.clips import CLIPS_DIR, DATA_ROOT
 
 SourceRange = Literal["-1,1", "0,1"]
 DEFAULT_TFLITE = str(DATA_ROOT.parent / "weights" / "mobilenet_v2_1.0_224_finetuned_5class_int8w.tflite")

@@ -17,9 +17,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.clips import DATA_ROOT
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("SIGNSTREAM_DATA_ROOT", ROOT.parent / "shared" / "data"))
-CLIPS_DIR = DATA_ROOT / "clips"
 FOUND_ROOT = Path(os.environ.get("SIGNSTREAM_FOUND_ROOT", ROOT.parent / "found_clips"))
 FOUND_CSV = ROOT / "data" / "found_clips.csv"
 FORMS = ("canonical", "variant", "doubtful")

@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from service.clips import CLIPS_DIR
+
 if TYPE_CHECKING:
     from service.recognizer import DirectSteps
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = ROOT / "tests" / "data" / "mediapipe_hands_reference.npz"
-DEFAULT_CLIPS = ROOT.parent / "shared" / "data" / "clips"
+DEFAULT_CLIPS = CLIPS_DIR
 
 
 def reference(path: Path) -> dict[str, np.ndarray]:
