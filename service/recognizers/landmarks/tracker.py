@@ -333,15 +333,19 @@ class FrontEnd:
 def front_end_sessions(
     model_dir: Path = MODEL_DIR, execution_provider: str = "cpu", threads: int = 1, front_end: FrontEnd = FrontEnd()
 ) -> dict[str, Session]:
-    """palm / hand / pose, each as one batched run (outputs flattened into one row per item)."""
+    """palm / hand / pose, each as one batched run (outputs flattened into one row per item). Their
+    batches take what is waiting without waiting for more: a sampled frame makes two to four calls in
+    a row, and on CPU a batch costs the same per item as single calls (benchmarks/test_frontend.py),
+    so a wait would only add latency; under load the queues fill while the inference thread is busy."""
 
-    def load(name: str) -> Any:
-        return create_session(model_dir / name, execution_provider, intra_op_threads=threads)
+    def session(name: str, outputs: tuple[int, ...]) -> Session:
+        onnx = create_session(model_dir / name, execution_provider, intra_op_threads=threads)
+        return Session(batch_run(onnx, outputs=outputs), max_wait_ms=0.0)
 
     return {
-        PALM: Session(batch_run(load(front_end.palm), outputs=(0, 1))),
-        HAND: Session(batch_run(load(front_end.hand), outputs=(0, 1, 2))),
-        POSE: Session(batch_run(load(front_end.pose), outputs=(0, 1))),
+        PALM: session(front_end.palm, (0, 1)),
+        HAND: session(front_end.hand, (0, 1, 2)),
+        POSE: session(front_end.pose, (0, 1)),
     }
 
 
