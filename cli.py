@@ -212,7 +212,7 @@ def evaluate(
 def train(ctx: typer.Context) -> None:
     """Rebuild a shipped model (needs the convert extra): `train [--model wlasl20c|landmarks] [options]`;
     `train [--model ...] --help` lists the options."""
-    from service.recognizers import RECOGNIZERS, load_object
+    from service.registry import RECOGNIZERS, load_object
 
     args = list(ctx.args)
     model = "wlasl20c"

@@ -23,7 +23,7 @@ import numpy as np
 from service.arrays import FloatArray, ImageBGR
 from service.batcher import MicroBatcher
 from service.recognizer import DirectSteps, Recognizer, RecognizerFactory, run_now
-from service.recognizers import RECOGNIZERS, load_object
+from service.registry import RECOGNIZERS, load_object
 from service.settings import Settings
 
 log = logging.getLogger("signstream.engine")

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from dotenv import dotenv_values
 
 from service import MAX_PIXELS
-from service.recognizers import RECOGNIZERS
+from service.registry import RECOGNIZERS
 
 T = TypeVar("T")
 
