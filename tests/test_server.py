@@ -22,7 +22,12 @@ LABELS = ["book", "chair", "clothes", "computer", "drink", "drum", "family", "fo
 def test_healthz_and_labels(server: ServerProcess) -> None:
     health = httpx.get(f"{server.url}/healthz").json()
     assert health["status"] == "ok" and health["model"] == "Sequential"
-    assert health["provider"] in ("CPUExecutionProvider", "CUDAExecutionProvider")
+    # EXECUTION_PROVIDER=auto (the default): CUDA where onnxruntime offers it, else the CPU.
+    import onnxruntime as ort
+
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    assert health["provider"] == ("CUDAExecutionProvider" if cuda else "CPUExecutionProvider")
+    assert f'provider="{health["provider"]}"' in httpx.get(f"{server.url}/metrics").text
     assert httpx.get(f"{server.url}/labels").json() == {str(i): g for i, g in enumerate(LABELS)}
 
 
@@ -169,25 +174,44 @@ async def test_sampled_embeddings_answer_every_paced_frame_freshly(
         running.stop()
 
 
+def scrape(url: str) -> dict[str, float]:
+    """/metrics as {sample name with labels: value}."""
+    text = httpx.get(f"{url}/metrics").text
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"}
+
+
 async def test_readyz_and_prometheus_metrics(server: ServerProcess, hello_jpegs: list[bytes]) -> None:
+    """Counted from before to after this test's own traffic (3 frames answered, 1 bad one): the session
+    server has served other tests already, so absolute counts would be met by their traffic."""
     assert httpx.get(f"{server.url}/readyz").json()["ready"] is True
+    bad = 'signstream_errors_total{code="bad_base64"}'
+    before = scrape(server.url)
     async with Peer(server.url) as peer:
         await peer.expect("status")
         for jpeg in hello_jpegs[:3]:
             await peer.predict(jpeg)
         await peer.sio.emit("frame", {"image": "@@@"})
         await peer.expect("error")
-        text = httpx.get(f"{server.url}/metrics").text
-    values = {
-        line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")
-    }
-    health = httpx.get(f"{server.url}/healthz").json()
-    assert values["signstream_predictions_sent_total"] >= 3
-    assert values['signstream_errors_total{code="bad_base64"}'] >= 1
-    assert values["signstream_connected_clients"] >= 1
-    assert values["signstream_frame_to_prediction_seconds_count"] >= 3
-    assert values["signstream_encoder_batch_size_count"] >= 3
-    assert values["signstream_frames_received_total"] <= health["frames"]  # one source of truth
+        during = scrape(server.url)
+        clients_during = httpx.get(f"{server.url}/healthz").json()["clients"]
+    after = scrape(server.url)
+    health = httpx.get(f"{server.url}/healthz").json()  # after the scrape, nothing sent in between
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert delta("signstream_frames_received_total") == 4
+    assert delta("signstream_predictions_sent_total") == 3
+    assert delta(bad) == 1
+    assert delta("signstream_frame_to_prediction_seconds_count") == 3
+    # EMBEDDINGS_PER_SECOND=0: each of the 3 frames is encoded, one at a time (the next is sent after
+    # the reply), so 3 batches of one frame.
+    assert delta("signstream_encoder_batch_size_count") == 3 and delta("signstream_encoder_batch_size_sum") == 3
+    assert during["signstream_connected_clients"] == before["signstream_connected_clients"] + 1 == clients_during
+    # One source of truth: /metrics and /healthz read the same totals.
+    assert after["signstream_frames_received_total"] == health["frames"]
+    assert after["signstream_predictions_sent_total"] == health["predictions"]
+    text = httpx.get(f"{server.url}/metrics").text
     assert 'signstream_model_info{encoder="fp32",name="WLASL20c"' in text
 
 
