@@ -148,6 +148,13 @@ class Client:
         self.pending.append((payload, arrived, turn))
         self.wake.set()
 
+    @property
+    def answering(self) -> bool:
+        """A frame received from this client has not had its turn yet (answered, or given up): the
+        worker's frames, and those answered outside it (not sampled: decoded, then answered with the
+        newest window once fresh and in turn), which `pending` and `busy` do not show."""
+        return self.last_turn is not None and not self.last_turn.done
+
     def end_turns(self) -> None:
         """The client is gone: nothing it sent will be answered, so no reply waits for one."""
         while self.pending:
@@ -170,6 +177,10 @@ class Turn:
 
     def finish(self) -> None:
         self._done.set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
 
     def skip(self) -> None:
         """This frame gets no reply: its turn ends when the one before it ends."""
@@ -527,7 +538,7 @@ class SignProtocol:
         clients = list(self.clients.values())
         log.info("shutting down: telling %d clients", len(clients))
         await asyncio.gather(*(self.sio.emit("status", SHUTDOWN_STATUS, to=c.sid) for c in clients))
-        while any(c.pending or c.busy for c in self.clients.values()) and time.monotonic() - started < timeout:
+        while any(c.answering for c in self.clients.values()) and time.monotonic() - started < timeout:
             await asyncio.sleep(0.01)
         for client in clients:
             socket = self._engineio_socket(client.sid)
