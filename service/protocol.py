@@ -507,6 +507,11 @@ class SignProtocol:
         socket.queue.put_nowait(engineio.packet.Packet(engineio.packet.CLOSE))
         await socket.close(wait=False, abort=True)  # the disconnect handlers run; nothing more is queued
 
+    def engineio_session_closed(self, eio_sid: str | None) -> bool:
+        """An Engine.IO session that has been closed but is still listed (until its next long-poll)."""
+        socket = self.sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        return bool(socket is not None and socket.closed)
+
     def _engineio_socket(self, sid: str) -> Any:
         """The Engine.IO session under a Socket.IO sid (its outgoing queue), None once it is gone."""
         try:
