@@ -7,11 +7,12 @@ from benchmarks.loadgen import browser_jpegs, run_load
 from service.settings import Settings
 from tests.conftest import start_server
 
-# Latency (WLASL20c on the shipped model, one client at 25 fps; 6 runs on the shared 2-core box):
-# p50 2.7-3.0 ms, p95 15.0-38.0 ms, max 22-53 ms. Bounds: p95 at 2x the highest measured (and under
-# the product's 100 ms goal); p50 at about 3x, since a few ms of scheduling noise is most of it.
-P95_BOUND_MS = 80.0
-P50_BOUND_MS = 10.0
+# Latency (WLASL20c on the shipped model, one client at 25 fps), 10 runs on the shared 2-core box: p50
+# 2.7-3.2 ms and p95 14.6-38.0 ms in 9 runs, p50 6.9 / p95 64.4 ms in one at load average 10 (other jobs).
+# Bounds: p95 at the product's 100 ms goal (2.6x the highest quiet run, 1.6x the loaded one); p50 at
+# 15 ms (2.2x the loaded run): a few ms of scheduling noise is most of it.
+P95_BOUND_MS = 100.0
+P50_BOUND_MS = 15.0
 
 
 async def test_one_client_at_25_fps_gets_every_reply(settings: Settings) -> None:

@@ -15,11 +15,11 @@ from tests.peer import Peer
 
 CLIENTS = 50
 # The SPEC budget is 5 MB per client; what a client costs here is far less, and the guard is set from that
-# so that a regression several times worse fails. Measured (WLASL20c on the shipped model, 2 s window, 6 runs
-# on the shared 2-core box): 0.19, 0.27, 0.32, 0.33, 0.62, 0.66 MB per client (RSS deltas are noisy by about
-# +-0.3 MB: allocator arenas, pages touched late); the ring alone is 0.31 MB once full (test_stream). Bound:
-# 2x the highest run.
-BOUND = 1.3e6
+# so that a regression several times worse fails. Measured (WLASL20c on the shipped model, 2 s window, 10
+# runs on the shared 2-core box): 0.19, 0.27, 0.32, 0.33, 0.42, 0.47, 0.59, 0.62, 0.66 MB per client, and
+# 1.01 in one run at load average 10 (RSS deltas are noisy: allocator arenas, pages touched late, frames in
+# flight); the ring alone is 0.31 MB once full (test_stream). Bound: 2x the highest run.
+BOUND = 2.0e6
 
 
 def rss_bytes(pid: int) -> int:
