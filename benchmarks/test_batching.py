@@ -59,12 +59,24 @@ def test_batch_size_curve(settings: Settings, frames: np.ndarray) -> None:
     assert min(point["ms_per_frame"] for point in curve[1:]) < single, curve
 
 
-def test_int8_encoder_is_faster_where_it_is_the_default(settings: Settings, frames: np.ndarray) -> None:
+def test_the_default_encoder_variant_follows_the_rule_measured_now(settings: Settings) -> None:
+    """The server serves int8 only where the conversion report says it qualifies (top-1 agreement with
+    fp32 >= 0.98 through the same head on real windows, and faster). Here that is recomputed on the
+    shipped files: the variant the server picks must be what the rule gives on what is measured now,
+    and the report's agreement must be reproducible (not only its `qualifies` flag re-read)."""
+    from convert.quantize import MIN_AGREEMENT, measure_variant
+
     files = check_model_files(settings.model_path)
     recognizer = ImageRecognizer(settings)
+    report = files.conversion["variants"]["int8"]
+    # The first two clips of every gloss: 40 of the 48 windows the converter checked (one clip per gloss,
+    # round-robin, in sorted order).
+    clips = [path for gloss in sorted(CLIPS.iterdir()) for path in sorted(gloss.glob("*.mp4"))[:2]]
+    windows = np.stack([clip_window(c) for c in clips]).astype(np.float32)
+    measured = measure_variant(files.encoder, files.encoder_variant("int8"), files.head, windows)
     fp32 = create_session(files.encoder, settings.execution_provider, settings.intra_op_threads)
     int8 = create_session(files.encoder_variant("int8"), settings.execution_provider, settings.intra_op_threads)
-    one = frames[:1]
+    one = windows[0, :1]
     times: dict[str, list[float]] = {"fp32": [], "int8": []}
     for _ in range(3):
         fp32.run(None, {"frames": one})
@@ -75,13 +87,17 @@ def test_int8_encoder_is_faster_where_it_is_the_default(settings: Settings, fram
             session.run(None, {"frames": one})
             times[name].append((time.perf_counter() - start) * 1e3)
     medians = {name: round(statistics.median(values), 3) for name, values in times.items()}
-    report = files.conversion["variants"]["int8"]
+    fastest = {name: round(min(values), 3) for name, values in times.items()}
+    agreement = measured["top1_agreement_vs_fp32"]
     write_result(
         "int8_vs_fp32",
-        {"encoder_one_frame_ms": medians, "default_variant": recognizer.encoder_variant, "conversion_report": report},
-    )
-    print(f"\nint8 vs fp32: {medians}, default {recognizer.encoder_variant}")
-    if recognizer.encoder_variant == "int8":
-        assert medians["int8"] < medians["fp32"]
-    else:
-        assert report["qualifies"] is False  # fp32 is the default only because int8 did not qualify
+        {"encoder_one_frame_ms": medians, "encoder_one_frame_fastest_ms": fastest, "windows": len(windows),
+         "top1_agreement_vs_fp32": agreement, "default_variant": recognizer.encoder_variant,
+         "conversion_report": report},
+    )  # fmt: skip
+    print(f"\nint8 vs fp32: {medians} (fastest {fastest}), agreement {agreement}, default {recognizer.encoder_variant}")
+    # Measured here (shipped model): agreement 0.8684 on these 40 windows (report: 0.8542 on 48; one window
+    # is 0.025); int8 1.6-1.8x faster than fp32 in the same run. So fp32 is the default for want of agreement.
+    assert abs(agreement - report["top1_agreement_vs_fp32"]) <= 0.1, (agreement, report)
+    qualifies = agreement >= MIN_AGREEMENT and fastest["int8"] < fastest["fp32"]  # same-run ratio
+    assert recognizer.encoder_variant == ("int8" if qualifies else "fp32"), (agreement, fastest)

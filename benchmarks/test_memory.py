@@ -14,6 +14,12 @@ from tests.conftest import start_server
 from tests.peer import Peer
 
 CLIENTS = 50
+# The SPEC budget is 5 MB per client; what a client costs here is far less, and the guard is set from that
+# so that a regression several times worse fails. Measured (WLASL20c on the shipped model, 2 s window, 10
+# runs on the shared 2-core box): 0.19, 0.27, 0.32, 0.33, 0.42, 0.47, 0.59, 0.62, 0.66 MB per client, and
+# 1.01 in one run at load average 10 (RSS deltas are noisy: allocator arenas, pages touched late, frames in
+# flight); the ring alone is 0.31 MB once full (test_stream). Bound: 2x the highest run.
+BOUND = 2.0e6
 
 
 def rss_bytes(pid: int) -> int:
@@ -36,7 +42,7 @@ async def _connect_and_fill(url: str, frames: list[str]) -> list[Peer]:
     return peers
 
 
-async def test_state_per_client_is_under_5_mb(settings: Settings) -> None:
+async def test_state_per_client_is_far_under_the_5_mb_budget(settings: Settings) -> None:
     server = start_server(settings.model_dir, EMBEDDINGS_PER_SECOND="0", MAX_CONNECTIONS_PER_IP="100")
     frames = [base64.b64encode(j).decode() for j in browser_jpegs(CLIPS / "hello", limit=16)]
     try:
@@ -56,7 +62,7 @@ async def test_state_per_client_is_under_5_mb(settings: Settings) -> None:
     path = write_result(
         "memory_per_client",
         {"clients": CLIENTS, "rss_before_mb": round(before / 1e6, 1), "rss_after_mb": round(after / 1e6, 1),
-         "per_client_mb": round(per_client / 1e6, 3), "budget_mb": 5.0},
+         "per_client_mb": round(per_client / 1e6, 3), "budget_mb": 5.0, "bound_mb": BOUND / 1e6},
     )  # fmt: skip
     print(f"\n{path}: {per_client / 1e6:.3f} MB per client")
-    assert per_client < 5e6
+    assert per_client < BOUND, f"{per_client / 1e6:.3f} MB per client"

@@ -249,6 +249,15 @@ class SignstreamASGI(socketio.ASGIApp):  # type: ignore[misc]
                     await send({"type": "http.response.start", "status": 413, "headers": headers})
                     await send({"type": "http.response.body", "body": body})
                     return
+                if self.protocol.transport.is_closed(_query(scope).get("sid")):
+                    # python-engineio (4.15) answers a GET for a session it has closed but not yet forgotten
+                    # with 400, but a POST raises KeyError('Session is disconnected'): a 500 and a traceback
+                    # in the log, e.g. for a polling client's frame on its way when the SIGTERM drain closed
+                    # its session. Answered as the GET is.
+                    headers = [(b"content-type", b"text/plain")]
+                    await send({"type": "http.response.start", "status": 400, "headers": headers})
+                    await send({"type": "http.response.body", "body": b"Session is disconnected"})
+                    return
         if self.protocol.closing and _opens_engineio_session(scope):
             body = b'{"code":"shutting_down","message":"this server is shutting down, please reconnect"}'
             headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]

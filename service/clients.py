@@ -114,6 +114,13 @@ class Client:
         self.pending.append((frame_id, data, arrived, turn))
         self.wake.set()
 
+    @property
+    def answering(self) -> bool:
+        """A frame received from this client has not had its turn yet (answered, or given up): the
+        worker's frames, and those answered outside it (not sampled: decoded, then answered with the
+        newest window once fresh and in turn), which `pending` and `busy` do not show."""
+        return self.last_turn is not None and not self.last_turn.done
+
     def end_turns(self) -> None:
         """The client is gone: nothing it sent will be answered, so no reply waits for one."""
         while self.pending:
@@ -136,6 +143,10 @@ class Turn:
 
     def finish(self) -> None:
         self._done.set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
 
     def skip(self) -> None:
         """This frame gets no reply: its turn ends when the one before it ends."""

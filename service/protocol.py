@@ -313,7 +313,7 @@ class SignProtocol:
         clients = list(self.clients.values())
         log.info("shutting down: telling %d clients", len(clients))
         await asyncio.gather(*(self.sio.emit("status", SHUTDOWN_STATUS, to=c.sid) for c in clients))
-        while any(c.pending or c.busy for c in self.clients.values()) and time.monotonic() - started < timeout:
+        while any(c.answering for c in self.clients.values()) and time.monotonic() - started < timeout:
             await asyncio.sleep(0.01)
         for client in clients:
             await self.transport.close(client.sid)

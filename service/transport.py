@@ -49,6 +49,11 @@ class EngineIO:
         socket = self._sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
         return socket is not None and not socket.closed
 
+    def is_closed(self, eio_sid: str | None) -> bool:
+        """A session that has been closed but is still listed (until its next long-poll)."""
+        socket = self._sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        return bool(socket is not None and socket.closed)
+
     async def error_then_close(self, eio_sid: str, error: dict[str, object]) -> None:
         """Queue an `error` event and an Engine.IO CLOSE together (one long-poll answer carries both),
         then close the session: the disconnect handlers run, nothing more is queued."""

@@ -97,6 +97,7 @@ def free_port() -> int:
 class ServerProcess:
     url: str
     process: subprocess.Popen[str]
+    model_name: str = ""  # what /healthz must name (model_name), where the fixture knows it
 
     def stop(self) -> str:
         self.process.terminate()
@@ -110,7 +111,6 @@ class ServerProcess:
 
 def start_server(model_dir: Path, workers: int = 1, **env: str) -> ServerProcess:
     """`python cli.py serve` as a real process on a free port; waits until /healthz says ok."""
-    port = free_port()
     environment = {
         **os.environ,
         "MODEL_PATH": str(model_dir / "WLASL20c_model.h5"),
@@ -118,6 +118,27 @@ def start_server(model_dir: Path, workers: int = 1, **env: str) -> ServerProcess
         "LOG_LEVEL": "info",
         **env,
     }
+    return _serve(environment, workers)
+
+
+def default_environment() -> dict[str, str]:
+    """This process's environment without any signstream setting: a server started with it runs the
+    defaults (MODEL=landmarks on the shipped model/, EMBEDDINGS_PER_SECOND=8, WINDOW_SECONDS=2, MAX_FPS=30,
+    ERRORS_PER_SECOND=2, ...), as `signstream serve` does on a fresh clone."""
+    from service.settings import _ENV
+
+    if (ROOT / ".env").is_file():
+        raise pytest.UsageError(f"{ROOT / '.env'} would change the defaults the tests run: move it away")
+    return {name: value for name, value in os.environ.items() if name not in _ENV}
+
+
+def start_default_server(**env: str) -> ServerProcess:
+    """`python cli.py serve` with no setting but those in `env` (e.g. a limit a test needs raised)."""
+    return _serve({**default_environment(), **env}, 1)
+
+
+def _serve(environment: dict[str, str], workers: int) -> ServerProcess:
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "cli.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
         cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -149,8 +170,26 @@ def server(model_dir: Path) -> Iterator[ServerProcess]:
     running = start_server(
         model_dir, WINDOW_SECONDS="0", EMBEDDINGS_PER_SECOND="0", ENCODER_VARIANT="fp32", MAX_FPS="1000"
     )
+    running.model_name = "WLASL20c"
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def default_server() -> Iterator[ServerProcess]:
+    """The server as users run it: no setting at all (the landmark model on the shipped model/, sampling
+    at 8 embeddings/s, the 2 s window, the default limits)."""
+    running = start_default_server()
+    running.model_name = "landmarks"
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session", params=["reference", "default"])
+def any_server(request: pytest.FixtureRequest) -> ServerProcess:
+    """Each contract test that takes it runs on both: `server` (the reference mode on the WLASL20c fixture)
+    and `default_server` (the defaults users get)."""
+    return request.getfixturevalue("server" if request.param == "reference" else "default_server")  # type: ignore[no-any-return]
 
 
 @functools.cache

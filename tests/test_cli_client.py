@@ -12,6 +12,7 @@ import pytest
 
 from service.client import video_frames
 from service.clips import clip_fps
+from service.signs import SignDebouncer
 from tests.conftest import ROOT, start_server
 from tests.fixture_model import CLIPS
 
@@ -55,9 +56,17 @@ def test_client_json_streams_a_clip_and_reports_every_event(model_dir: Path) -> 
         for p in full:
             assert p["top"][0]["label"] == p["label"] and len(p["top"]) == 3
             assert {t["label"] for t in p["top"]} <= LABELS
+        # Signs must arrive here, else the checks below are vacuous: with the fixture model, thresholds
+        # at 0 and 3 frames to enter and exit, this clip gave 3 signs in each of 2 runs measured.
+        assert signs, "no sign event"
         for s in signs:
             assert s["label"] in LABELS and s["start_ms"] <= s["end_ms"]
-        assert summary["transcript"] == (signs[-1]["transcript"] if signs else [])
+        assert summary["signs"] == len(signs) and summary["transcript"] == signs[-1]["transcript"]
+        # They are the signs the documented debouncer makes of the predictions this client was sent.
+        replay = SignDebouncer(enter_frames=3, exit_frames=3, min_score=0.0, transcript_length=10)
+        updates = (replay.update(p["data"]["label"], p["data"]["score"], 0.0) for p in predictions)
+        expected = [event for event in updates if event is not None]
+        assert [(s["label"], s["transcript"]) for s in signs] == [(e.label, list(e.transcript)) for e in expected]
     finally:
         server.stop()
 

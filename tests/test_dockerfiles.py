@@ -55,17 +55,34 @@ README = (ROOT / "README.md").read_text()
 
 @pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.gpu"])
 def test_dockerfile_matches_the_readme(name: str) -> None:
+    import typer.main
+
+    import cli
+
     text = (ROOT / name).read_text()
-    cmd = re.search(r"^CMD \[(.*)\]$", text, re.M)
-    assert cmd is not None
-    command = " ".join(part.strip().strip('"') for part in cmd.group(1).split(","))
-    assert command.startswith("signstream serve")
-    assert "signstream serve" in README
-    assert "HEALTHCHECK" in text and "/healthz" in text
+    dockerfile = Dockerfile.parse(ROOT / name)
+    # CMD runs the console script the package installs, as the README's quick start does.
+    argv = dockerfile.cmd
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert argv[:2] == ["signstream", "serve"] and scripts["signstream"] == "cli:app", argv
+    assert re.search(r"\.venv/bin/signstream serve\b", README), "the README's quick start runs another command"
+    # Its options are the serve command's own and parse (a renamed or removed option fails here), and the
+    # port it binds is the one EXPOSEd and health-checked.
+    serve = typer.main.get_command(cli.app).commands["serve"]  # type: ignore[attr-defined]
+    options = serve.make_context("serve", argv[2:]).params
+    assert options["host"] == "0.0.0.0" and options["port"] == dockerfile.exposed_port == 8000, options
+    _, check = dockerfile.healthcheck
+    assert f"http://127.0.0.1:{dockerfile.exposed_port}/healthz" in " ".join(check)
     assert re.search(r"^USER (?!root)\w+", text, re.M)
     assert "[convert]" not in text and "[test]" not in text  # serving install only
-    for folder in ("service", "model", "convert", "training", "benchmarks"):
-        assert f"COPY {folder} ./{folder}" in text
+    # Every COPY source is in the build context (exists, not .dockerignored), and the packages the
+    # installed `signstream` needs are copied: cli.py, pyproject's packages, the shipped model.
+    copied = {source for sources, _ in dockerfile.copies for source in sources}
+    for source in copied:
+        assert (ROOT / source).exists() and not dockerignored(source), source
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    needed = {"pyproject.toml", "cli.py", "model"} | {p.split(".")[0] for p in packages}
+    assert needed <= copied, needed - copied
 
 
 def test_gpu_image_swaps_onnxruntime_as_the_readme_says() -> None:

@@ -6,14 +6,17 @@ import asyncio
 import base64
 import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import httpx
 import numpy as np
+import pytest
 
 from service.auth import Tokens
-from tests.conftest import ServerProcess, start_server
+from tests.conftest import ServerProcess, start_default_server, start_server
 from tests.peer import Peer, refused
 
 TOKENS = ("tok-alpha-1", "tok-beta-2")
@@ -113,15 +116,40 @@ async def test_json_logs_carry_the_session_id_and_no_frame_data(model_dir: Path,
     assert base64.b64encode(hello_jpegs[0]).decode()[:40] not in output
 
 
+# A frame sent this long before its client was told may be assumed to have reached the server: later ones
+# may still be on their way (a polling client's next POST, a busy event loop) when it closes the connection.
+IN_TRANSIT_S = 0.25
+
+
+@pytest.mark.parametrize("model", ["wlasl20c", "landmarks"])
 async def test_sigterm_tells_clients_answers_received_frames_and_exits_in_bounded_time(
-    model_dir: Path, hello_jpegs: list[bytes]
+    model_dir: Path, hello_jpegs: list[bytes], model: str
 ) -> None:
-    running = start_server(model_dir, SHUTDOWN_TIMEOUT="5")
+    """Both in the default sampling mode: the WLASL20c fixture, and the defaults themselves (the landmark
+    model; SHUTDOWN_TIMEOUT is 5 s by default).
+
+    Every frame sent well before the client was told (`status` shutdown) must be answered. "Told" is when
+    the status reaches the client's handler: this test used to take it when it got round to reading the
+    polling client's queue, after the websocket client had disconnected, so it counted frames sent after
+    the status (and after the server closed) as sent before it: the one unexplained failure in ~45 runs.
+    A fixed slack of the last 2 frames stood for the frames in transit; it is IN_TRANSIT_S now."""
+    running = start_server(model_dir, SHUTDOWN_TIMEOUT="5") if model == "wlasl20c" else start_default_server()
     peers = [Peer(running.url), Peer(running.url, transports=["polling"])]
     replies: dict[int, list[object]] = {0: [], 1: []}
-    sent: dict[int, list[int]] = {0: [], 1: []}
+    sent_at: dict[int, dict[int, float]] = {0: {}, 1: {}}
+    told_at: dict[int, float] = {}
+
+    def on_status(n: int, peer: Peer) -> Callable[[Any], Awaitable[None]]:
+        async def record(data: Any) -> None:
+            if isinstance(data, dict) and data.get("code") == "shutdown":
+                told_at[n] = time.monotonic()
+            await peer.events.put(("status", data))
+
+        return record
+
     try:
-        for peer in peers:
+        for n, peer in enumerate(peers):
+            peer.sio.on("status", on_status(n, peer))
             await peer.__aenter__()
             await peer.expect("status")
 
@@ -129,8 +157,9 @@ async def test_sigterm_tells_clients_answers_received_frames_and_exits_in_bounde
             for i, jpeg in enumerate(hello_jpegs[:200]):
                 if not peer.sio.connected:
                     return
+                started = time.monotonic()
                 await peer.sio.emit("frame", {"image": base64.b64encode(jpeg).decode(), "id": i})
-                sent[n].append(i)
+                sent_at[n][i] = started
                 await asyncio.sleep(0.04)
 
         streams = [asyncio.create_task(stream(n, p)) for n, p in enumerate(peers)]
@@ -143,17 +172,18 @@ async def test_sigterm_tells_clients_answers_received_frames_and_exits_in_bounde
                 event, data = await peer.next(timeout=10)
                 if event == "status":
                     statuses.append(data)
-                    sent_before_status = list(sent[n])
                     break
                 replies[n].append(data["id"])
-            # Everything the client sent before it was told has been answered (or is being).
+            # Everything the client sent well before it was told has been answered (or is being).
             await asyncio.wait_for(peer.disconnected.wait(), 10)
             while not peer.events.empty():
                 event, data = peer.events.get_nowait()
                 if event == "prediction":
                     replies[n].append(data["id"])
-            missing = sorted(set(sent_before_status[:-2]) - set(replies[n]))
-            assert not missing, f"client {n} lost frames {missing} of {len(sent_before_status)} sent before the status"
+            before = sorted(i for i, t in sent_at[n].items() if t < told_at[n] - IN_TRANSIT_S)
+            assert len(before) >= 20, f"client {n}: only {len(before)} frames sent before the SIGTERM"
+            missing = sorted(set(before) - set(replies[n]))
+            assert not missing, f"client {n} lost frames {missing} of {len(before)} sent before the status"
         exit_code = running.process.wait(timeout=15)
         exit_seconds = time.monotonic() - terminated
         await asyncio.gather(*streams, return_exceptions=True)
@@ -163,6 +193,57 @@ async def test_sigterm_tells_clients_answers_received_frames_and_exits_in_bounde
     assert exit_code in (0, -15) and exit_seconds < 5 + 3, output[-2000:]
     assert "Traceback" not in output, output[-5000:]
     print(f"\nSIGTERM -> exit in {exit_seconds:.2f} s; replies {len(replies[0])} ws, {len(replies[1])} polling")
+
+
+async def test_sigterm_waits_for_a_frame_answered_outside_the_worker(model_dir: Path, hello_jpegs: list[bytes]) -> None:
+    """With sampling (the default), a frame that is not sampled is decoded and answered without the
+    worker, so neither `pending` nor `busy` showed it: the drain closed the connection while it was being
+    decoded, and its reply was lost (12 frames received, 11 answered).
+    A flat 4096x4096 PNG (60 KB, the largest image allowed) decodes for 180-420 ms here, long enough to be
+    caught by the SIGTERM (a 3000x3000 JPEG, 40-180 ms, caught it in 1 of 3 runs only)."""
+    large = cv2.imencode(".png", np.full((4096, 4096, 3), 128, np.uint8))[1].tobytes()
+    running = start_server(model_dir)
+    try:
+        async with Peer(running.url) as peer:
+            await peer.expect("status")
+            for i in range(10):  # a full window: from here on frames are sampled at 8/s
+                await peer.sio.emit("frame", {"image": hello_jpegs[i], "id": i})
+                await peer.expect("prediction")
+            await peer.sio.emit("frame", {"image": hello_jpegs[10], "id": "before"})
+            await peer.sio.emit("frame", {"image": large, "id": "not sampled"})  # 1 ms later: not due
+            deadline = time.monotonic() + 5
+            while httpx.get(f"{running.url}/healthz").json()["frames"] < 12:  # both received
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.002)  # (the client sends from this event loop)
+            running.process.terminate()
+            await asyncio.wait_for(peer.disconnected.wait(), 10)
+            answers = []
+            while not peer.events.empty():
+                event, data = peer.events.get_nowait()
+                answers.append((event, data.get("id", data.get("code"))))
+    finally:
+        output = running.stop()
+    assert ("prediction", "not sampled") in answers, (answers, output[-2000:])
+
+
+def test_a_post_to_a_session_the_server_has_closed_is_refused_without_a_traceback(model_dir: Path) -> None:
+    """python-engineio answers a GET for a session it has closed but not yet forgotten with 400, but a POST
+    with a 500 and a KeyError traceback in the log. Seen in the SIGTERM test (1 of 12 runs on the default
+    model): a polling client's frame on its way when the drain closed its session. Here the session is
+    closed by the transport-limit refusal, and the next POST comes before any GET."""
+    running = start_server(model_dir, MAX_FRAME_BYTES="100000")  # the transport limit is then 1 MB
+    try:
+        base = f"{running.url}/socket.io/?EIO=4&transport=polling"
+        with httpx.Client(timeout=10) as http:
+            sid = json.loads(http.get(base).text[1:])["sid"]  # Engine.IO open packet: 0{"sid": ...}
+            session = f"{base}&sid={sid}"
+            assert http.post(session, content="40").status_code == 200  # Socket.IO connect
+            assert http.post(session, content=b"4" + b"x" * 1_100_000).status_code == 413  # closes the session
+            late = http.post(session, content='42["frame",{"image":"x"}]')
+        assert late.status_code == 400, late.text
+    finally:
+        output = running.stop()
+    assert "Traceback" not in output, output[-3000:]
 
 
 def test_a_draining_server_refuses_new_connections_with_a_code() -> None:
@@ -184,8 +265,9 @@ def test_a_draining_server_refuses_new_connections_with_a_code() -> None:
     )
 
 
-async def test_a_frame_event_with_extra_arguments_gets_a_coded_error(server: ServerProcess) -> None:
+async def test_a_frame_event_with_extra_arguments_gets_a_coded_error(any_server: ServerProcess) -> None:
     """Found by fuzzing: `emit("frame", a, b)` used to raise inside the handler and get no answer."""
+    server = any_server
     async with Peer(server.url) as peer:
         await peer.expect("status")
         await peer.sio.emit("frame", ({"image": "x", "id": 7}, 2))

@@ -32,7 +32,22 @@ def test_spread_window_covers_the_span_and_ends_with_the_newest_frame() -> None:
     assert picked[-1] == 199
     assert picked[0] == 199 - 50  # 2 s at 25 fps
     assert np.all(np.diff(picked) > 0)
-    assert state.nbytes < 5_000_000
+
+
+# Real embedding sizes: the WLASL20c encoder's output (1280) and the landmark features (FEATURE_SIZE, 222).
+@pytest.mark.parametrize("dim", [1280, 222])
+def test_a_client_state_is_a_fixed_ring_sized_by_the_window(dim: int) -> None:
+    """At the real sizes and the default 2 s window the ring holds 61 embeddings (2 s at MAX_FPS 30,
+    + 1): 312,808 bytes at 1280 floats (the memory benchmark measured 0.33-0.66 MB of RSS per client),
+    55,022 at 222. Bounded at 1.25x that, and it must not grow with the stream."""
+    state = StreamState(10, dim, window_seconds=2.0, embeddings_per_second=8.0)
+    ring = (2 * 30 + 1) * (dim * 4 + 8)  # float32 embeddings + float64 timestamps
+    empty = state.nbytes
+    assert ring <= empty <= 1.25 * ring, (empty, ring)
+    for i in range(250):  # 10 s at 25 fps: four times what the ring holds
+        state.add(np.zeros(dim, np.float32), i / 25)
+    assert state.nbytes == empty
+    assert state.window() is not None
 
 
 def test_short_history_spreads_over_what_there_is() -> None:
