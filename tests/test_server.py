@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import json
 from pathlib import Path
 
 import cv2
@@ -23,7 +24,13 @@ def test_healthz_and_labels(any_server: ServerProcess) -> None:
     server = any_server
     health = httpx.get(f"{server.url}/healthz").json()
     assert health["status"] == "ok" and health["model"] == "Sequential"
-    assert health["model_name"] == server.model_name and health["encoder"] == "fp32"
+    assert health["model_name"] == server.model_name
+    if server.model_name == "WLASL20c":  # the fixture's fp32 encoder (ENCODER_VARIANT=fp32)
+        assert health["recognizer"] == {"encoder": "fp32"}
+    else:  # the landmark model says what it is made of, and has no encoder to report
+        sequence = json.loads((ROOT / "model" / "landmarks" / "sequence.json").read_text())
+        assert health["recognizer"]["sequence_sha256"] == sequence["sequence_onnx_sha256"][:12]
+        assert "hand_landmark" in health["recognizer"]["front_end"] and "encoder" not in health["recognizer"]
     # EXECUTION_PROVIDER=auto (the default): CUDA where onnxruntime offers it, else the CPU.
     import onnxruntime as ort
 
@@ -183,7 +190,8 @@ async def test_sampled_embeddings_answer_every_paced_frame_freshly(
 def scrape(url: str) -> dict[str, float]:
     """/metrics as {sample name with labels: value}."""
     text = httpx.get(f"{url}/metrics").text
-    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"}
+    samples = (line.rpartition(" ") for line in text.splitlines() if line and line[0] != "#")
+    return {name: float(value) for name, _, value in samples}  # label values may hold spaces
 
 
 async def test_readyz_and_prometheus_metrics(any_server: ServerProcess, hello_jpegs: list[bytes]) -> None:
@@ -211,17 +219,20 @@ async def test_readyz_and_prometheus_metrics(any_server: ServerProcess, hello_jp
     assert delta("signstream_predictions_sent_total") == 3
     assert delta(bad) == 1
     assert delta("signstream_frame_to_prediction_seconds_count") == 3
-    # EMBEDDINGS_PER_SECOND=0: each of the 3 frames is encoded, one at a time (the next is sent after
-    # the reply), so 3 batches of one frame.
-    encoder = '{session="encoder"}'
-    assert delta(f"signstream_session_batch_size_count{encoder}") == 3
-    assert delta(f"signstream_session_batch_size_sum{encoder}") == 3
+    # Each of the 3 frames is encoded (reference mode encodes every frame; with sampling, every frame is
+    # taken until the first window), one at a time (the next is sent after the reply): 3 batches of one
+    # frame in the per-frame session that runs once per frame (WLASL20c's encoder, the landmark pose model).
+    per_frame = '{session="encoder"}' if server.model_name == "WLASL20c" else '{session="pose"}'
+    assert delta(f"signstream_session_batch_size_count{per_frame}") == 3
+    assert delta(f"signstream_session_batch_size_sum{per_frame}") == 3
     assert during["signstream_connected_clients"] == before["signstream_connected_clients"] + 1 == clients_during
     # One source of truth: /metrics and /healthz read the same totals.
     assert after["signstream_frames_received_total"] == health["frames"]
     assert after["signstream_predictions_sent_total"] == health["predictions"]
     text = httpx.get(f"{server.url}/metrics").text
-    assert f'signstream_model_info{{encoder="fp32",name="{server.model_name}"' in text
+    info = next(line for line in text.splitlines() if line.startswith("signstream_model_info{"))
+    assert f'name="{server.model_name}"' in info and f'provider="{health["provider"]}"' in info
+    assert ('encoder="fp32"' in info) == (server.model_name == "WLASL20c")  # no encoder guessed for landmarks
 
 
 def broken_jpegs(jpeg: bytes) -> list[bytes]:
