@@ -56,3 +56,15 @@ def test_the_locustfile_says_how_to_install_what_it_imports() -> None:
     assert "socketio.Client(" in source
     assert any(canonicalize_name(r.name) == "python-socketio" and "client" in r.extras for r in wanted)
     assert f'.[{extra}]"' in (ROOT / "README.md").read_text()
+
+
+def test_every_first_party_package_is_installed() -> None:
+    """pyproject's packages list is not recursive: a sub-package missing from it imports in an editable
+    checkout but not from the wheel the Docker images install (service.recognizers once did so)."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("service", "convert", "training", "benchmarks")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert found == listed
