@@ -6,6 +6,7 @@ import asyncio
 import base64
 import functools
 import json
+import time
 from pathlib import Path
 
 import cv2
@@ -200,6 +201,9 @@ async def test_readyz_and_prometheus_metrics(any_server: ServerProcess, hello_jp
     server = any_server
     assert httpx.get(f"{server.url}/readyz").json()["ready"] is True
     bad = 'signstream_errors_total{code="bad_base64"}'
+    deadline = time.monotonic() + 5  # at rest first: an earlier test's client may still be disconnecting
+    while httpx.get(f"{server.url}/healthz").json()["clients"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     before = scrape(server.url)
     async with Peer(server.url) as peer:
         await peer.expect("status")
@@ -225,7 +229,8 @@ async def test_readyz_and_prometheus_metrics(any_server: ServerProcess, hello_jp
     per_frame = '{session="encoder"}' if server.model_name == "WLASL20c" else '{session="pose"}'
     assert delta(f"signstream_session_batch_size_count{per_frame}") == 3
     assert delta(f"signstream_session_batch_size_sum{per_frame}") == 3
-    assert during["signstream_connected_clients"] == before["signstream_connected_clients"] + 1 == clients_during
+    assert before["signstream_connected_clients"] == 0
+    assert during["signstream_connected_clients"] == 1 == clients_during
     # One source of truth: /metrics and /healthz read the same totals.
     assert after["signstream_frames_received_total"] == health["frames"]
     assert after["signstream_predictions_sent_total"] == health["predictions"]
