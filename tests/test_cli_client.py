@@ -41,9 +41,12 @@ def test_client_json_streams_a_clip_and_reports_every_event(model_dir: Path) -> 
         signs = [line["data"] for line in lines if line["event"] == "sign"]
         assert {line["event"] for line in lines} <= {"status", "prediction", "sign", "summary"}
 
-        # Every frame of the clip was sent (25 fps, nothing skipped on one client) and answered in order.
+        # Every frame of the clip was sent or skipped (the client skips while MAX_IN_FLIGHT replies are
+        # unanswered: 0-4 of a clip's frames seen here at load average 6-10 from other jobs, so a skip count
+        # bound of 2 failed about 1 run in 4 on a correct server; a server that cannot serve one client
+        # still fails the fifth), and every sent frame answered in order.
         frames = sum(1 for _ in video_frames(clip))
-        assert summary["sent"] + summary["skipped"] == frames and summary["skipped"] <= 2
+        assert summary["sent"] + summary["skipped"] == frames and summary["skipped"] <= frames // 5, summary
         assert len(predictions) == summary["predictions"] == summary["sent"]
         assert [p["data"]["id"] for p in predictions] == list(range(summary["sent"]))
         assert all(0 < p["latency_ms"] < 5000 for p in predictions)
@@ -116,7 +119,7 @@ def test_client_paces_a_clip_at_its_own_frame_rate_unless_told(model_dir: Path, 
         server.stop()
     # The client skips a frame while MAX_IN_FLIGHT are unanswered (a slow reply under load holds the
     # later ones back: replies come in order); pacing goes on regardless, so the span below holds.
-    assert summary["sent"] + summary["skipped"] == frames and summary["skipped"] <= 2, summary
+    assert summary["sent"] + summary["skipped"] == frames and summary["skipped"] <= frames // 5, summary
     assert len(arrivals) == summary["sent"]
     expected = (frames - 1) / (fps or 10.0)  # 2.9 s at the clip's 10 fps; 1.16 s at 25
     assert expected * 0.85 < arrivals[-1] - arrivals[0] < expected * 1.25, (arrivals[-1] - arrivals[0], expected)
