@@ -9,7 +9,14 @@ wheel's SHA-256 and the licence go into model/landmarks/report.json.
 pose_detection.tflite is not converted (tf2onnx fails on one of its reshapes); the tracker runs
 pose landmarks on the whole letterboxed frame instead.
 
-    python -m convert.mediapipe_models [--out model/landmarks] [--wheel-dir /tmp/mp]
+`--dynamic` also exports every model (the three full ones and the wheel's hand_landmark_lite and
+palm_detection_lite) with a symbolic batch dimension, as `<name>_dyn.onnx`: tf2onnx fixes the batch
+at 1, so the input's and outputs' dim 0 are made symbolic and the Reshape shapes that hard-code the
+batch (palm: [1, -1, 18], pose: [1, 256, 256, 1]) take it from their input instead (0, or -1). Each is
+checked against the TFLite interpreter (batch 1) and a batch of N real inputs against N batch-1 runs
+(N = 1, 2, 4, 8); the results go into report.json under "dynamic_batch".
+
+    python -m convert.mediapipe_models [--out model/landmarks] [--wheel-dir /tmp/mp] [--dynamic]
 """
 
 from __future__ import annotations
@@ -40,6 +47,20 @@ MODELS: dict[str, tuple[str, int]] = {
     "pose_landmark_full.onnx": ("mediapipe/modules/pose_landmark/pose_landmark_full.tflite", 256),
 }
 
+# The wheel's lighter variants (exported with a dynamic batch only, see --dynamic).
+LITE_MODELS: dict[str, tuple[str, int]] = {
+    "palm_detection_lite.onnx": ("mediapipe/modules/palm_detection/palm_detection_lite.tflite", 192),
+    "hand_landmark_lite.onnx": ("mediapipe/modules/hand_landmark/hand_landmark_lite.tflite", 224),
+}
+DYNAMIC_SUFFIX = "_dyn"
+BATCH_SIZES = (1, 2, 4, 8)
+
+
+def dynamic_name(onnx_name: str) -> str:
+    """hand_landmark_lite.onnx -> hand_landmark_lite_dyn.onnx"""
+    return onnx_name.removesuffix(".onnx") + DYNAMIC_SUFFIX + ".onnx"
+
+
 # What each output is (MediaPipe's graphs); coordinates are in input pixels.
 OUTPUT_ROLES: dict[str, dict[str, str]] = {
     "palm_detection_full.onnx": {
@@ -50,6 +71,16 @@ OUTPUT_ROLES: dict[str, dict[str, str]] = {
         "Identity": "21 x (x, y, z) in 224-pixel crop units",
         "Identity_1": "hand presence (already a probability)",
         "Identity_2": "handedness: probability of MediaPipe's 'Left' (= signer's right hand, non-mirrored)",
+        "Identity_3": "21 world landmarks (metres), unused",
+    },
+    "palm_detection_lite.onnx": {
+        "Identity": "2016 anchors x 18 (as palm_detection_full)",
+        "Identity_1": "2016 score logits (sigmoid)",
+    },
+    "hand_landmark_lite.onnx": {
+        "Identity": "21 x (x, y, z) in 224-pixel crop units",
+        "Identity_1": "hand presence (already a probability)",
+        "Identity_2": "handedness: probability of MediaPipe's 'Left'",
         "Identity_3": "21 world landmarks (metres), unused",
     },
     "pose_landmark_full.onnx": {
@@ -240,6 +271,160 @@ def convert_mediapipe(
     return report
 
 
+def make_batch_dynamic(model: Any, batch: str = "batch") -> Any:
+    """A tf2onnx model with batch 1 -> the same graph with a symbolic batch dimension (in place).
+
+    The input's and outputs' dim 0 become `batch`; intermediate shapes are dropped (ONNX Runtime infers
+    them again); a Reshape whose constant shape starts with 1 takes dim 0 from its input instead
+    (0 = copy, so allowzero must be unset).
+    Raises ValueError on any other op that may hard-code the batch (Tile, Expand, ConstantOfShape,
+    a Reshape with a computed shape) so that a new model is looked at rather than silently wrong.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    for value in list(graph.input) + list(graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if not dims or dims[0].dim_value not in (0, 1):
+            raise ValueError(f"{value.name}: dim 0 is {dims[0] if dims else None}, expected batch 1")
+        dims[0].ClearField("dim_value")
+        dims[0].dim_param = batch
+    del graph.value_info[:]
+    inits = {init.name: init for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type in ("Tile", "Expand", "ConstantOfShape"):
+            raise ValueError(f"{node.op_type} {node.name}: may hard-code the batch, not handled")
+        if node.op_type != "Reshape":
+            continue
+        shape_name = node.input[1]
+        if shape_name not in inits:
+            raise ValueError(f"Reshape {node.name}: computed shape, not handled")
+        shape = numpy_helper.to_array(inits[shape_name]).copy()
+        if shape[0] != 1:
+            continue
+        if any(a.name == "allowzero" and a.i for a in node.attribute):
+            raise ValueError(f"Reshape {node.name}: allowzero set, not handled")
+        shape[0] = 0  # copy dim 0 (the batch) from the input
+        fixed_name = f"{shape_name}__batch"
+        if fixed_name not in inits:  # shape constants are shared between reshapes
+            inits[fixed_name] = numpy_helper.from_array(shape.astype(np.int64), fixed_name)
+            graph.initializer.append(inits[fixed_name])
+        node.input[1] = fixed_name
+    still_used = {name for node in graph.node for name in node.input}
+    for init in list(graph.initializer):
+        if init.name not in still_used:
+            graph.initializer.remove(init)
+    return model
+
+
+def check_batches(onnx_path: Path, inputs: list[np.ndarray], sizes: tuple[int, ...] = BATCH_SIZES) -> dict[str, Any]:
+    """max |batch-of-N output - N batch-1 outputs| per output, for N in `sizes` (inputs reused cyclically)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    singles = [session.run(None, {name: x}) for x in inputs]
+    out: dict[str, Any] = {}
+    for n in sizes:
+        picks = [i % len(inputs) for i in range(n)]
+        batched = session.run(None, {name: np.concatenate([inputs[i] for i in picks])})
+        diffs = []
+        for k, value in enumerate(batched):
+            if value.shape[0] != n:
+                raise ValueError(f"{onnx_path.name} output {k}: batch {n} gave shape {value.shape}")
+            ref = np.concatenate([singles[i][k] for i in picks])
+            diffs.append(float(np.max(np.abs(value.astype(np.float64) - ref.astype(np.float64)))))
+        out[str(n)] = max(diffs)
+    return out
+
+
+def export_dynamic(
+    out_dir: str | Path = "model/landmarks", wheel_dir: str | Path = "/tmp/mp", clips_dir: str | Path = DEFAULT_CLIPS
+) -> dict[str, Any]:
+    """Every model (MODELS and LITE_MODELS) as <name>_dyn.onnx with a symbolic batch; checked and reported."""
+    import tempfile
+
+    import onnx
+    import tf2onnx
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    wheel = download_wheel(Path(wheel_dir))
+    extract = Path(wheel_dir) / "extracted"
+    every = MODELS | LITE_MODELS
+    with zipfile.ZipFile(wheel) as archive:
+        for member, _ in every.values():
+            archive.extract(member, extract)
+    frames = real_frames(Path(clips_dir))
+    result: dict[str, Any] = {
+        "how": "tf2onnx from_tflite (batch 1), then make_batch_dynamic: input/output dim 0 symbolic 'batch',"
+        " Reshape shapes starting with 1 take dim 0 from their input",
+        "check_tflite": f"batch 1, ONNX Runtime vs tf.lite.Interpreter on {len(frames)} real frames",
+        "check_batches": "max |batch of N - N batch-1 runs| over every output, N real inputs",
+        "models": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for onnx_name, (member, side) in every.items():
+            tflite_path = extract / member
+            fixed_path = Path(tmp) / onnx_name
+            dyn_path = out / dynamic_name(onnx_name)
+            tf2onnx.convert.from_tflite(str(tflite_path), opset=OPSET, output_path=str(fixed_path))
+            proto = make_batch_dynamic(onnx.load(str(fixed_path)))
+            onnx.checker.check_model(proto)
+            onnx.save(proto, str(dyn_path))
+            inputs = hand_crops(frames, side) if "hand" in onnx_name else [letterbox(f, side) for f in frames]
+            tflite_check = compare(tflite_path, dyn_path, inputs)
+            batches = check_batches(dyn_path, inputs)
+            fixed_vs_dyn = check_same(fixed_path, dyn_path, inputs)
+            entry = {
+                "tflite": member,
+                "tflite_sha256": sha256_file(tflite_path),
+                "onnx_sha256": sha256_file(dyn_path),
+                "onnx_bytes": dyn_path.stat().st_size,
+                "input": tflite_check["input"] | {"shape": ["batch", *tflite_check["input"]["shape"][1:]]},
+                "tflite_max_abs_diff": tflite_check["max_abs_diff"],
+                "batch_max_abs_diff": batches,
+                "batch1_vs_fixed_batch_max_abs_diff": fixed_vs_dyn,
+                "output_roles": OUTPUT_ROLES[onnx_name],
+            }
+            worst = max(batches.values())
+            if worst > 1e-4:
+                raise SystemExit(f"{dyn_path.name}: batched outputs differ from batch-1 runs by {worst:.2e}")
+            result["models"][dyn_path.name] = entry
+            print(
+                dyn_path.name,
+                f"{entry['onnx_bytes'] / 1e6:.1f} MB",
+                "tflite",
+                json.dumps(entry["tflite_max_abs_diff"]),
+                "batches",
+                json.dumps(batches),
+                "vs fixed",
+                json.dumps(fixed_vs_dyn),
+                flush=True,
+            )
+    report_path = out / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    report["dynamic_batch"] = result
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    return result
+
+
+def check_same(a: Path, b: Path, inputs: list[np.ndarray]) -> dict[str, float]:
+    """max |a - b| per output over the inputs (batch 1): the batch-1 export against the dynamic one."""
+    import onnxruntime as ort
+
+    sa = ort.InferenceSession(str(a), providers=["CPUExecutionProvider"])
+    sb = ort.InferenceSession(str(b), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sa.get_outputs()]
+    worst = dict.fromkeys(names, 0.0)
+    for x in inputs:
+        ra = sa.run(None, {sa.get_inputs()[0].name: x})
+        rb = sb.run(None, {sb.get_inputs()[0].name: x})
+        for name, u, v in zip(names, ra, rb, strict=True):
+            worst[name] = max(worst[name], float(np.max(np.abs(u.astype(np.float64) - v.astype(np.float64)))))
+    return worst
+
+
 BENCH_CLIPS = ("hello/thkazi.mp4", "drink/handspeak.mp4", "book/signtific.mp4", "hello/kirichovka.mp4")
 
 
@@ -296,7 +481,15 @@ def main() -> None:
     parser.add_argument("--clips", default=str(DEFAULT_CLIPS))
     parser.add_argument("--bench-only", action="store_true", help="only measure the tracker's per-frame cost")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="only export every model (full and lite) as <name>_dyn.onnx, batch symbolic",
+    )
     args = parser.parse_args()
+    if args.dynamic:
+        export_dynamic(args.out, args.wheel_dir, args.clips)
+        return
     if not args.bench_only:
         convert_mediapipe(args.out, args.wheel_dir, args.clips)
     measure_costs(args.out, args.clips, args.threads)

@@ -41,9 +41,8 @@ class Engine:
         self.recognizer = recognizer
         # CPU work (JPEG decode, crops, window vectors) runs in its own small pool; OpenCV releases the GIL.
         self._cpu_pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="cpu")
-        # INFERENCE_THREADS calls at once (1: ONNX Runtime parallelises inside a call with its intra-op
-        # threads, and the sessions' batches take turns rather than compete for the cores).
-        self._inference_pool = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="onnx")
+        self.inference_threads = settings.inference_threads or auto_inference_threads(recognizer)
+        self._inference_pool = ThreadPoolExecutor(self.inference_threads, thread_name_prefix="onnx")
         self.batchers = {
             name: MicroBatcher(
                 name,
@@ -90,6 +89,15 @@ class Engine:
 
     async def classify(self, window: FloatArray) -> FloatArray:
         return await self.recognizer.classify(window, self)
+
+
+def auto_inference_threads(recognizer: Recognizer) -> int:
+    """INFERENCE_THREADS=0: as many calls at once as the cores hold, given the intra-op threads of one call.
+    Measured on 2 cores (model/MODEL_CARD.md, benchmarks/RESULTS*.md): WLASL20c's 2-thread encoder
+    serves best one call at a time; the landmark front end's 1-thread sessions two at a time (4 clients
+    at p95 55 ms, against 160 ms with one)."""
+    threads = max(session.threads for session in recognizer.sessions.values())
+    return max(1, (os.cpu_count() or 1) // threads)
 
 
 def _observer(on_batch: BatchObserver, name: str) -> Callable[[int, float], None]:

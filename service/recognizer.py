@@ -29,6 +29,7 @@ class Session:
     run: BatchRun
     max_batch: int | None = None  # None: ENCODER_MAX_BATCH
     max_wait_ms: float | None = None  # None: ENCODER_MAX_WAIT_MS
+    threads: int = 1  # ONNX Runtime intra-op threads of one call (INFERENCE_THREADS=0 sizes the pool by it)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ class Settings:
     frame_queue_size: int = 4
     encoder_max_batch: int = 8
     encoder_max_wait_ms: float = 2.0
-    inference_threads: int = 1  # ONNX Runtime calls that may run at once (each session's batches take turns)
+    inference_threads: int = 0  # ONNX Runtime calls at once (0: cores / a call's intra-op threads)
     max_frame_bytes: int = 2_000_000
     max_frame_pixels: int = MAX_PIXELS  # checked from the image header, before decoding
     errors_per_second: float = 2.0
@@ -106,6 +106,13 @@ def _positive(parse: Callable[[str], T]) -> Callable[[str], T]:
 
 def _non_negative_float(value: str) -> float:
     parsed = float(value)
+    if parsed < 0:
+        raise ValueError("must not be negative")
+    return parsed
+
+
+def _non_negative_int(value: str) -> int:
+    parsed = int(value)
     if parsed < 0:
         raise ValueError("must not be negative")
     return parsed
@@ -183,7 +190,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FRAME_QUEUE_SIZE": ("frame_queue_size", _positive(int)),
     "ENCODER_MAX_BATCH": ("encoder_max_batch", _positive(int)),
     "ENCODER_MAX_WAIT_MS": ("encoder_max_wait_ms", _non_negative_float),
-    "INFERENCE_THREADS": ("inference_threads", _positive(int)),
+    "INFERENCE_THREADS": ("inference_threads", _non_negative_int),
     "MAX_FRAME_BYTES": ("max_frame_bytes", _positive(int)),
     "MAX_FRAME_PIXELS": ("max_frame_pixels", _pixels),
     "ERRORS_PER_SECOND": ("errors_per_second", _positive(float)),

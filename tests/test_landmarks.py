@@ -26,6 +26,7 @@ from service.recognizers.landmarks.features import (
 )
 from service.recognizers.landmarks.layout import FEATURE_SIZE, POSE_OFFSET, POSE_PRESENCE
 from service.recognizers.landmarks.tracker import (
+    LEGACY_FRONT_END,
     MODEL_DIR,
     HandPoseTracker,
     offline_steps,
@@ -78,9 +79,12 @@ def test_onnx_files_are_the_reported_conversion() -> None:
 
 
 @pytest.mark.parametrize("key", ["hello/thkazi", "drink/handspeak", "hello/kirichovka"])
-def test_agrees_with_mediapipe_hands(steps: DirectSteps, key: str) -> None:
+def test_agrees_with_mediapipe_hands(key: str) -> None:
+    """The converted full models, tracked as this project does, against MediaPipe Hands itself (its
+    model_complexity=1 is the full hand model; the lite one served now is checked in report.json)."""
     need_clips()
-    stats = compare_with_reference(steps, key, REFERENCE, CLIPS)
+    full = offline_steps(threads=2, front_end=LEGACY_FRONT_END)
+    stats = compare_with_reference(full, key, REFERENCE, CLIPS)
     print(key, json.dumps(stats))
     assert stats["recall"] >= MIN_RECALL, stats
     assert stats["median_px"] <= MAX_MEDIAN_PX, stats

@@ -29,7 +29,7 @@ import numpy as np
 from service.clips import clip_fps, iter_clip_frames
 from service.recognizer import DirectSteps
 from service.recognizers.landmarks.layout import HAND_BLOCK
-from service.recognizers.landmarks.tracker import HandPoseTracker, offline_steps
+from service.recognizers.landmarks.tracker import FrontEnd, offline_steps
 from service.settings import Settings
 from service.stream import StreamState
 from training.catalogue import ROOT, ClipRecord, load_catalogue
@@ -38,12 +38,18 @@ DEFAULT_OUT = ROOT / "data" / "landmarks.npz"
 WINDOW = 10  # model/landmarks/sequence.json "window": the schedule encodes every frame until the first window
 
 _steps: DirectSteps | None = None
+_front_end = FrontEnd()
+
+
+def _init_worker(front_end: FrontEnd) -> None:
+    global _steps, _front_end
+    _front_end, _steps = front_end, offline_steps(threads=1, front_end=front_end)
 
 
 def _worker_steps() -> DirectSteps:
-    global _steps
     if _steps is None:
-        _steps = offline_steps(threads=1)
+        _init_worker(_front_end)
+    assert _steps is not None
     return _steps
 
 
@@ -64,8 +70,8 @@ def extract(record: ClipRecord) -> tuple[str, dict[str, np.ndarray], dict[str, A
     fps = clip_fps(record.path)
     # The tracker exactly as serving creates it (LandmarkRecognizer.new_tracker: the defaults).
     steps = _worker_steps()
-    dense = HandPoseTracker()
-    served = [HandPoseTracker() for _ in SERVED_PHASES]
+    dense = _front_end.tracker()
+    served = [_front_end.tracker() for _ in SERVED_PHASES]
     interval = 1.0 / settings.embeddings_per_second
     states = [StreamState(WINDOW, 1, settings.window_seconds, settings.embeddings_per_second) for _ in SERVED_PHASES]
     feats: list[np.ndarray] = []
@@ -108,13 +114,24 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--only", nargs="*", default=None, help="re-extract only keys with these prefixes")
+    defaults = FrontEnd()
+    parser.add_argument("--palm", default=defaults.palm, help="palm detector file in model/landmarks")
+    parser.add_argument("--hand", default=defaults.hand, help="hand landmark model file in model/landmarks")
+    parser.add_argument("--pose", default=defaults.pose, help="pose landmark model file in model/landmarks")
+    parser.add_argument("--pose-every", type=int, default=defaults.pose_every, help="pose on every k-th frame")
+    parser.add_argument(
+        "--detect-every", type=int, default=defaults.detect_every, help="palm detector every k-th frame (1 hand)"
+    )
     args = parser.parse_args()
+    front_end = FrontEnd(args.palm, args.hand, args.pose, args.pose_every, args.detect_every)
     old: dict[str, np.ndarray] = {}
+    old_meta: dict[str, Any] = {}
     old_index: dict[str, Any] = {}
     if args.out.is_file():
         with np.load(args.out) as data:
             old = {k: data[k] for k in data.files if k != "_index"}
-            old_index = json.loads(str(data["_index"])).get("clips", {}) if "_index" in data.files else {}
+            old_meta = json.loads(str(data["_index"])) if "_index" in data.files else {}
+            old_index = old_meta.get("clips", {})
     records = load_catalogue()
     todo = [r for r in records if r.exists and (args.only is None or any(r.key.startswith(p) for p in args.only))]
     missing = [r.key for r in records if not r.exists]
@@ -125,7 +142,13 @@ def main() -> None:
             arrays[name] = value
     index = {k: v for k, v in old_index.items() if k not in redo}
     start = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+    kept = {name.split("|", 1)[0] for name in arrays}
+    if kept and FrontEnd.from_dict(old_meta.get("front_end")) != front_end:  # two front ends in one file
+        raise SystemExit(
+            f"{args.out} holds features of another front end ({old_meta.get('front_end')}) for clips not re-extracted"
+            f" here ({len(kept)}, e.g. {sorted(kept)[0]}): extract every clip (their files must be present)"
+        )
+    with multiprocessing.get_context("spawn").Pool(args.workers, _init_worker, (front_end,)) as pool:
         for key, clip_arrays, info in pool.imap_unordered(extract, todo):
             arrays |= clip_arrays
             index[key] = info
@@ -141,7 +164,8 @@ def main() -> None:
         raise SystemExit(f"no clip file and no stored features for: {', '.join(lost)}")
     settings = Settings()
     meta = {
-        "tracker": "HandPoseTracker with its defaults, as serving creates it",
+        "tracker": "FrontEnd.tracker(), as serving creates it for a model trained on this front end",
+        "front_end": front_end.as_dict(),
         "served": {
             "phases": list(SERVED_PHASES),
             "embeddings_per_second": settings.embeddings_per_second,

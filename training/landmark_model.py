@@ -77,6 +77,17 @@ class Clip:
     dense: tuple[np.ndarray, np.ndarray]
 
 
+def front_end_of(npz: Path) -> dict[str, Any]:
+    """The front end data/landmarks.npz was extracted with (training/landmark_features.py records it)."""
+    with np.load(npz) as data:
+        meta = json.loads(str(data["_index"]))
+    if "front_end" not in meta:
+        raise SystemExit(
+            f"{npz} does not say which front end made it: re-extract with python -m training.landmark_features"
+        )
+    return dict(meta["front_end"])
+
+
 def load_clips(npz: Path = LANDMARKS) -> list[Clip]:
     with np.load(npz) as data:
         meta = json.loads(str(data["_index"]))
@@ -573,8 +584,10 @@ def main(argv: list[str] | None = None) -> int:
     digest = hashlib.sha256((args.out_dir / "sequence.onnx").read_bytes()).hexdigest()
     card = {
         "window": args.window,
-        "feature": "window_vector(service/landmarks.py) of the window's raw frames",
+        "feature": "window_vector (service/recognizers/landmarks/features.py) of the window's raw frames",
         "raw_feature_size": FEATURE_SIZE,
+        # The front end the features were extracted with: serving builds exactly this one.
+        "front_end": front_end_of(args.landmarks),
         "input": {"name": "windows", "shape": ["B", dim], "dtype": "float32"},
         "output": {
             "name": "probabilities",

@@ -87,14 +87,12 @@ class LandmarkRecognizer:
         self.labels = [str(label) for label in meta["labels"]]
         self.window_size = int(meta["window"])
         self.embedding_dim = FEATURE_SIZE
-        sequence = create_session(
-            model_dir / SEQUENCE_FILE, settings.execution_provider,
-            settings.intra_op_threads, settings.inter_op_threads,
-        )  # fmt: skip
+        # Every session of this recogniser is small: one intra-op thread each, and the engine runs as many
+        # calls at once as there are cores (INFERENCE_THREADS=0).
+        sequence = create_session(model_dir / SEQUENCE_FILE, settings.execution_provider, 1, settings.inter_op_threads)
         self.provider = str(sequence.get_providers()[0])
         self.front_end = FrontEnd.from_dict(meta.get("front_end"))
         self._sequence_sha = str(meta["sequence_onnx_sha256"])[:12]
-        # The front-end models are small: one intra-op thread each; the batcher gives them their batches.
         self.sessions = front_end_sessions(model_dir, settings.execution_provider, 1, self.front_end) | {
             "sequence": Session(batch_run(sequence), max_batch=32, max_wait_ms=0.0),
         }

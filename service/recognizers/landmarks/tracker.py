@@ -52,6 +52,13 @@ MODEL_DIR = Path(__file__).resolve().parents[3] / "model" / "landmarks"  # the r
 PALM_FILE = "palm_detection_full.onnx"
 HAND_FILE = "hand_landmark_full.onnx"
 POSE_FILE = "pose_landmark_full.onnx"
+# The same graphs with a symbolic batch (convert/mediapipe_models.py --dynamic; the outputs used are
+# identical to the batch-1 exports), so the engine can batch them across streams. The wheel's lite hand
+# model costs half as much and scored the same in grouped CV, but found fewer hands on the test signers'
+# clips and answered 9 of their 24 clips where the full one answers 15 (model/MODEL_CARD.md).
+PALM_DYNAMIC = "palm_detection_full_dyn.onnx"
+HAND_DYNAMIC = "hand_landmark_full_dyn.onnx"
+POSE_DYNAMIC = "pose_landmark_full_dyn.onnx"
 
 PALM_SIZE = 192
 HAND_SIZE = 224
@@ -308,26 +315,35 @@ POSE_ROW = 39 * 5 + 1  # 39 x (x, y, z, visibility logit, presence logit), prese
 @dataclass(frozen=True)
 class FrontEnd:
     """Which front-end models, and how often pose runs: what a sequence model was trained on, so
-    sequence.json records it ("front_end") and serving builds exactly that front end."""
+    sequence.json records it ("front_end") and serving builds exactly that front end. The defaults are
+    what `python -m training.landmark_features` extracts, and so what the shipped model is trained on."""
 
-    palm: str = PALM_FILE
-    hand: str = HAND_FILE
-    pose: str = POSE_FILE
+    palm: str = PALM_DYNAMIC
+    hand: str = HAND_DYNAMIC
+    pose: str = POSE_DYNAMIC
     pose_every: int = 1  # k > 1: the pose model runs on every k-th processed frame, the others reuse it
+    detect_every: int = 5  # with one hand tracked, the palm detector looks for the other every k-th frame
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> FrontEnd:
-        return cls(**(values or {}))
+        """sequence.json's "front_end"; a model trained before it was recorded used the full models."""
+        return cls(**values) if values is not None else LEGACY_FRONT_END
 
     def as_dict(self) -> dict[str, Any]:
-        return {"palm": self.palm, "hand": self.hand, "pose": self.pose, "pose_every": self.pose_every}
+        return {
+            "palm": self.palm, "hand": self.hand, "pose": self.pose,
+            "pose_every": self.pose_every, "detect_every": self.detect_every,
+        }  # fmt: skip
 
     @property
     def files(self) -> tuple[str, str, str]:
         return self.palm, self.hand, self.pose
 
     def tracker(self) -> HandPoseTracker:
-        return HandPoseTracker(pose_every=self.pose_every)
+        return HandPoseTracker(pose_every=self.pose_every, detect_every=self.detect_every)
+
+
+LEGACY_FRONT_END = FrontEnd(PALM_FILE, HAND_FILE, POSE_FILE)
 
 
 def front_end_sessions(

@@ -118,9 +118,9 @@ class ImageRecognizer:
         encoder = create_session(files.encoder_variant(self.encoder_variant), settings.execution_provider, **threads)
         self.embedding_dim = int(encoder.get_outputs()[0].shape[-1])
         self.sessions = {
-            "encoder": Session(batch_run(encoder)),
+            "encoder": Session(batch_run(encoder), threads=settings.intra_op_threads),
             # Windows of all clients in one call, as soon as one is waiting.
-            "head": Session(batch_run(head), max_batch=32, max_wait_ms=0.0),
+            "head": Session(batch_run(head), max_batch=32, max_wait_ms=0.0, threads=settings.intra_op_threads),
         }
 
     def describe(self) -> Description:
