@@ -38,9 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ROOT.parent / "shared" / "data" / "clips"
 REFERENCE = Path(__file__).parent / "data" / "mediapipe_hands_reference.npz"
 
-# Measured (see model/landmarks/report.json "mediapipe_agreement"): median of the per-hand mean landmark
-# error 0.10-0.28 px, 90th percentile <= 2 px, all MediaPipe hands matched, frame detection rates within 0.03.
-MAX_MEDIAN_PX = 1.0
+# Measured with this test (2026-12-02; model/landmarks/report.json "mediapipe_agreement"): median of the
+# per-hand mean landmark error 0.10 / 0.28 / 0.18 px and 90th percentile 0.16 / 0.95 / 3.64 px on
+# hello/thkazi, drink/handspeak, hello/kirichovka; recall 0.976-1.0. Bounds: about 2x the highest median,
+# 1.65x the highest p90 (a conversion or tracking regression moves these by whole pixels).
+MAX_MEDIAN_PX = 0.6
 MAX_P90_PX = 6.0
 MIN_RECALL = 0.95
 MAX_RATE_DIFF = 0.06
