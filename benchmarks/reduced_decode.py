@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from service.clips import clip_fps, iter_clip_frames
+from service.clips import CLIPS_DIR, clip_fps, iter_clip_frames
 from service.engine import load_recognizer
 from service.pipeline import Pipeline
 from service.recognizer import Recognizer
@@ -26,7 +26,7 @@ from service.settings import Settings, load_settings
 from service.streaming import Step, clip_label
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIPS = ROOT.parent / "shared" / "data" / "clips"
+CLIPS = CLIPS_DIR
 DECODES = {"full": cv2.IMREAD_COLOR, "reduced_2": cv2.IMREAD_REDUCED_COLOR_2}
 
 

@@ -19,11 +19,12 @@ from typing import Any
 
 import httpx
 
+from service.clips import CLIPS_DIR
 from service.loadgen import browser_jpegs, run_load
 from tests.conftest import ServerProcess, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIPS = ROOT.parent / "shared" / "data" / "clips"
+CLIPS = CLIPS_DIR
 
 # name -> (environment, uvicorn workers). The default configuration comes first.
 CONFIGS: dict[str, tuple[dict[str, str], int]] = {

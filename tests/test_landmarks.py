@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.clips import iter_clip_frames
+from service.clips import CLIPS_DIR, iter_clip_frames
 from service.recognizer import DirectSteps
 from service.recognizers.landmarks.features import (
     HAND_FEATURES,
@@ -35,7 +35,7 @@ from service.recognizers.landmarks.tracker import (
 from training.mediapipe_reference import compare_with_reference
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIPS = ROOT.parent / "shared" / "data" / "clips"
+CLIPS = CLIPS_DIR
 REFERENCE = Path(__file__).parent / "data" / "mediapipe_hands_reference.npz"
 
 # Measured with this test (2026-12-02; model/landmarks/report.json "mediapipe_agreement"): median of the

@@ -12,6 +12,7 @@ import json
 
 import pytest
 
+from service.clips import DATA_ROOT
 from service.engine import load_recognizer
 from service.evaluation import LabelledClip, evaluate
 from service.recognizers.wlasl20c import check_model_files
@@ -19,7 +20,7 @@ from service.settings import load_settings
 from tests.conftest import ROOT
 
 MODEL = ROOT / "model" / "WLASL20c_model.h5"
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = DATA_ROOT
 
 
 def test_shipped_model_files_belong_together() -> None:
