@@ -181,7 +181,8 @@ def evaluate(
         settings = dataclasses.replace(settings, model=model)
     clips = [clip for folder in folders or [] for clip in clips_in_folder(folder)]
     if manifest is not None:
-        from training.catalogue import DATA_ROOT, FOUND_ROOT
+        from service.clips import DATA_ROOT
+        from training.catalogue import FOUND_ROOT
 
         roots = {"shared": str(DATA_ROOT), "found": str(FOUND_ROOT)} | dict(item.split("=", 1) for item in root or [])
         try:

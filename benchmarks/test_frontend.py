@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from benchmarks.conftest import CLIPS, write_result
+from service.arrays import FloatArray
 from service.clips import iter_clip_frames
 from service.engine import load_recognizer
-from service.onnx_runtime import FloatArray
 from service.recognizer import DirectSteps, Recognizer
 from service.recognizers.landmarks import LandmarkRecognizer
 from service.recognizers.landmarks.tracker import HAND, PALM, POSE, hand_input, palm_input, pose_input

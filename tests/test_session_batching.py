@@ -9,11 +9,11 @@ from collections import defaultdict
 
 import numpy as np
 
+from service.clips import CLIPS_DIR as CLIPS
 from service.clips import iter_clip_frames
 from service.engine import Engine, load_recognizer
 from service.recognizer import DirectSteps, run_now
 from service.settings import load_settings
-from tests.conftest import CLIPS
 
 STREAMS = 6
 

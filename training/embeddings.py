@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from service.clips import clip_fps, iter_clip_frames
+from service.clips import DATA_ROOT, clip_fps, iter_clip_frames
 from service.recognizers.wlasl20c.preprocess import preprocess_frame
-from training.catalogue import DATA_ROOT, FOUND_ROOT
+from training.catalogue import FOUND_ROOT
 from training.manifest import DEFAULT_MANIFEST, REPO_ROOT, load_manifest, resolve
 
 DEFAULT_OUT = REPO_ROOT / "data" / "embeddings.npz"

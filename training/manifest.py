@@ -16,7 +16,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.catalogue import DATA_ROOT, FOUND_ROOT, ROOT, load_catalogue
+from service.clips import DATA_ROOT
+from training.catalogue import FOUND_ROOT, ROOT, load_catalogue
 
 REPO_ROOT = ROOT
 DEFAULT_MANIFEST = REPO_ROOT / "data" / "manifest.csv"
