@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -118,8 +120,13 @@ def test_client_paces_a_clip_at_its_own_frame_rate_unless_told(model_dir: Path, 
     finally:
         server.stop()
     # The client skips a frame while MAX_IN_FLIGHT are unanswered (a slow reply under load holds the
-    # later ones back: replies come in order); pacing goes on regardless, so the span below holds.
+    # later ones back: replies come in order); pacing goes on regardless.
     assert summary["sent"] + summary["skipped"] == frames and summary["skipped"] <= frames // 5, summary
     assert len(arrivals) == summary["sent"]
-    expected = (frames - 1) / (fps or 10.0)  # 2.9 s at the clip's 10 fps; 1.16 s at 25
-    assert expected * 0.85 < arrivals[-1] - arrivals[0] < expected * 1.25, (arrivals[-1] - arrivals[0], expected)
+    # Replies follow the sends: their typical spacing is the pacing (100 ms at the clip's 10 fps, 50 ms
+    # at --fps 20; 25 fps would give 40 ms). The median spacing, not the whole span: one reply held up
+    # once (the span was 3.85 s instead of 2.9 in a clean CI run) says nothing about pacing.
+    spacing = statistics.median(b - a for a, b in itertools.pairwise(arrivals))
+    expected = 1.0 / (fps or 10.0)
+    assert expected * 0.8 < spacing < expected * 1.25, (spacing, expected)
+    assert arrivals[-1] - arrivals[0] < 2 * (frames - 1) * expected
