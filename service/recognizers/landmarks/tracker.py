@@ -308,8 +308,9 @@ def pose_roi(width: int, height: int, kind: str = "upper_body") -> Rect:
 
 # The front end's ONNX sessions, by the names the engine batches them under, and their outputs.
 PALM, HAND, POSE = "palm", "hand", "pose"
-HAND_ROW = NUM_HAND_LANDMARKS * 3 + 2  # 21 x (x, y, z), presence, handedness
-POSE_ROW = 39 * 5 + 1  # 39 x (x, y, z, visibility logit, presence logit), presence
+# A hand row: 21 x (x, y, z), presence, handedness. A pose row: POSE_OUTPUTS x (x, y, z, visibility
+# logit, presence logit), then presence; the first 33 are MediaPipe's pose landmarks.
+POSE_OUTPUTS = 39
 
 
 @dataclass(frozen=True)
@@ -438,7 +439,7 @@ def hand_from_row(row: FloatArray, matrix: npt.NDArray[np.float64], roi: Rect, f
 
 def pose_from_row(row: FloatArray, matrix: npt.NDArray[np.float64], roi: Rect) -> tuple[FloatArray, float]:
     """A pose-model output row -> 33 x (x, y pixels, z pixel-scaled, visibility), and the pose presence."""
-    pts = row[: 39 * 5].reshape(39, 5)[:33].astype(np.float64)
+    pts = row[: POSE_OUTPUTS * 5].reshape(POSE_OUTPUTS, 5)[:33].astype(np.float64)
     out = np.empty((33, 4), np.float32)
     out[:, :2] = pts[:, :2] @ matrix[:, :2].T + matrix[:, 2]
     out[:, 2] = pts[:, 2] * (roi.width / POSE_SIZE)
