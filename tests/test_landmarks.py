@@ -21,8 +21,11 @@ from service.recognizers.landmarks.features import (
     L_SHOULDER,
     NORMALISED_SIZE,
     R_SHOULDER,
+    WINDOW_STATISTICS,
     body_frame,
     normalise_features,
+    window_vector,
+    window_vector_size,
 )
 from service.recognizers.landmarks.layout import FEATURE_SIZE, POSE_OFFSET, POSE_PRESENCE
 from service.recognizers.landmarks.tracker import (
@@ -151,6 +154,28 @@ def test_features_and_normalisation(steps: DirectSteps) -> None:
     shape = slice(2, 42)  # the dominant hand's 20 points relative to its wrist, in palm lengths
     diff = np.abs(norm[tracked, shape] - norm_m[tracked, shape])
     assert float(np.median(diff)) < MAX_MIRROR_SHAPE_DIFF, float(np.median(diff))
+
+
+def test_window_vector_is_the_statistics_of_the_frames_over_time(steps: DirectSteps) -> None:
+    """The sequence model's input: per feature, its mean, std, min, max, first- and second-half means,
+    and mean absolute and mean frame-to-frame step, in that order (sequence.json records the order)."""
+    need_clips()
+    tracker = HandPoseTracker()
+    frames = list(iter_clip_frames(CLIPS / "hello" / "thkazi.mp4"))[:10]
+    raw = np.stack([tracker.process_now(f, steps).features for f in frames])
+    vec = window_vector(raw)
+    assert vec.shape == (window_vector_size(10),) == (len(WINDOW_STATISTICS) * NORMALISED_SIZE,)
+    blocks = vec.reshape(len(WINDOW_STATISTICS), NORMALISED_SIZE)
+    norm = normalise_features(raw)
+    step = np.diff(norm, axis=0)
+    want = [norm.mean(0), norm.std(0), norm.min(0), norm.max(0), norm[:5].mean(0), norm[5:].mean(0),
+            np.abs(step).mean(0), step.mean(0)]  # fmt: skip
+    for name, got, expected in zip(WINDOW_STATISTICS, blocks, want, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=name)
+    # the frames' order matters only through the halves and the steps: a sign is not tied to one frame
+    assert not np.allclose(window_vector(raw[::-1]), vec)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        window_vector(raw[:1])
 
 
 def test_pose_and_handedness_agree_with_arm_raised(steps: DirectSteps) -> None:

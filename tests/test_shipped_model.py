@@ -40,12 +40,12 @@ def _train_clips() -> list[LabelledClip]:
 
 
 # Streamed top-1 on these 157 clips (the shared train clips, which both models were fit on), measured with
-# this test: wlasl20c 0.146 (top-5 0.764), landmarks 0.968 (top-5 0.975). Chance is 0.05. The floors are
+# this test: wlasl20c 0.146 (top-5 0.764), landmarks 0.975 (top-5 0.981; 153 of 157). Chance is 0.05. The floors are
 # 7 clips below the measurement; a preprocessing or feature mismatch between training and serving drops
 # far below them.
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-@pytest.mark.parametrize(("model", "floor"), [("wlasl20c", 0.10), ("landmarks", 0.92)])
+@pytest.mark.parametrize(("model", "floor"), [("wlasl20c", 0.10), ("landmarks", 0.93)])
 def test_streamed_training_clips_are_recognised(model: str, floor: float) -> None:
     clips = _train_clips()
     assert len(clips) >= 40

@@ -209,14 +209,37 @@ def normalise_features(frames_landmarks: npt.ArrayLike, mirror_left_dominant: bo
     return out
 
 
+# What the sequence model sees of a window: statistics over time of each per-frame feature. They replaced
+# the frames in order (plus their differences), which tie a sign to where in the window it happens: with
+# logistic regression, grouped-by-signer CV top-1 75.1 % -> 77.5 % and signer-mean 66.5 % -> 74.3 %
+# (5 folds, seed 1234; 77.5 % -> 79.8 % with seed 777), at 1,336 inputs instead of 3,507.
+WINDOW_STATISTICS = ("mean", "std", "min", "max", "first_half_mean", "second_half_mean", "mean_abs_step", "mean_step")
+
+
 def window_vector(frames_landmarks: npt.ArrayLike) -> FloatArray:
-    """One window's (T, FEATURE_SIZE) raw vectors -> the sequence model's input vector:
-    the per-frame features in time order, their frame-to-frame differences, their mean and std."""
+    """One window's (T >= 2, FEATURE_SIZE) raw vectors -> the sequence model's input vector: for each
+    per-frame feature (normalise_features), the WINDOW_STATISTICS over the window's frames."""
     x = normalise_features(frames_landmarks)
-    return np.concatenate([x.reshape(-1), np.diff(x, axis=0).reshape(-1), x.mean(axis=0), x.std(axis=0)]).astype(
-        np.float32
+    if len(x) < 2:
+        raise ValueError(f"a window needs at least 2 frames, got {len(x)}")
+    half = len(x) // 2
+    step = np.diff(x, axis=0)
+    stats = (
+        x.mean(axis=0),
+        x.std(axis=0),
+        x.min(axis=0),
+        x.max(axis=0),
+        x[:half].mean(axis=0),
+        x[half:].mean(axis=0),
+        np.abs(step).mean(axis=0),
+        step.mean(axis=0),
     )
+    assert len(stats) == len(WINDOW_STATISTICS)
+    return np.concatenate(stats).astype(np.float32)
 
 
 def window_vector_size(window: int) -> int:
-    return (2 * window + 1) * FRAME_FEATURES
+    """Inputs of the sequence model for a window of `window` frames (the statistics do not depend on it)."""
+    if window < 2:
+        raise ValueError(f"a window needs at least 2 frames, got {window}")
+    return len(WINDOW_STATISTICS) * FRAME_FEATURES
