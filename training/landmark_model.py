@@ -289,7 +289,6 @@ CONFIGS: dict[str, Config] = {
     "logreg_c0.003_rare_x8": Config("logreg", c=0.003, rare_boost=True, copies=8),
     "mlp256_rare": Config("mlp", hidden=256, alpha=1e-2, rare_boost=True),
     "mlp128_a1_rare": Config("mlp", hidden=128, alpha=1.0, rare_boost=True),
-    "mlp256_a1_rare": Config("mlp", hidden=256, alpha=1.0, rare_boost=True),
     "logreg_c0.003_rare_dense": Config("logreg", c=0.003, rare_boost=True, dense=True),
     "logreg_c0.03": Config("logreg", c=0.03),
     "logreg_c0.1": Config("logreg", c=0.1),
@@ -446,7 +445,7 @@ def cross_validate(
     config: Config,
     args: argparse.Namespace,
     cache: dict[int, ClipWindows],
-    fold_windows: dict[tuple[Any, ...], Windows] | None = None,
+    fold_windows: dict[tuple[Any, ...], Windows],
 ) -> dict[str, Any]:
     """Grouped CV of one config; `fold_windows` keeps each fold's training windows for the next config
     that makes the same ones (the windows, not the classifier, are most of the time)."""
@@ -456,19 +455,19 @@ def cross_validate(
         held = set(val)
         fit_idx = [i for i in train_idx if i not in held]
         key = (f, config.copies, config.augment, config.rare_boost, config.dense)
-        wins = (fold_windows or {}).get(key) or training_windows(
-            [clips[i] for i in fit_idx],
-            args.window,
-            config.copies,
-            Aug() if config.augment else None,
-            args.seed + f,
-            args.seconds,
-            args.per_second,
-            config.rare_boost,
-            config.dense,
-        )
-        if fold_windows is not None:
-            fold_windows[key] = wins
+        if key not in fold_windows:
+            fold_windows[key] = training_windows(
+                [clips[i] for i in fit_idx],
+                args.window,
+                config.copies,
+                Aug() if config.augment else None,
+                args.seed + f,
+                args.seconds,
+                args.per_second,
+                config.rare_boost,
+                config.dense,
+            )
+        wins = fold_windows[key]
         model = fit(wins, [clips[i] for i in fit_idx], config, args.seed + f)
         rows += evaluate(model, clips, val, cache, args.threshold)
     result = summarise(rows) | {
