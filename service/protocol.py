@@ -313,7 +313,11 @@ class SignProtocol:
         clients = list(self.clients.values())
         log.info("shutting down: telling %d clients", len(clients))
         await asyncio.gather(*(self.sio.emit("status", SHUTDOWN_STATUS, to=c.sid) for c in clients))
-        while any(c.answering for c in self.clients.values()) and time.monotonic() - started < timeout:
+        # Until every received frame is answered and every reply (the status included) has left: a
+        # polling client between two GETs would otherwise lose them to the close.
+        while time.monotonic() - started < timeout and any(
+            c.answering or self.transport.unsent(c.sid) for c in self.clients.values()
+        ):
             await asyncio.sleep(0.01)
         for client in clients:
             await self.transport.close(client.sid)

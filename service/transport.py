@@ -45,6 +45,13 @@ class EngineIO:
         if socket is not None and not socket.upgraded:
             socket.queue.put_nowait(None)
 
+    def unsent(self, sid: str) -> bool:
+        """Packets are still waiting for this client: for a polling client, until its next GET takes
+        them. A session closed before then loses them (python-engineio answers a GET on a closed session
+        with 400, not with what was queued)."""
+        socket = self._socket(sid)
+        return socket is not None and not socket.closed and not socket.queue.empty()
+
     def is_open(self, eio_sid: str | None) -> bool:
         socket = self._sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
         return socket is not None and not socket.closed
