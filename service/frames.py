@@ -99,9 +99,22 @@ def check_image_header(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, 
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageBGR:
     """JPEG/PNG bytes -> BGR uint8 image (OpenCV order, as the model was trained)."""
+    return _decode(data, max_pixels, cv2.IMREAD_COLOR)
+
+
+def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> None:
+    """Raise the FrameError `decode_image` would raise for `data`, at a tenth of its cost: for a frame
+    the stream does not sample, whose pixels nobody looks at. A JPEG decoded at 1/8 scale still has
+    every marker and the whole entropy-coded stream parsed (where corruption is found); only the inverse
+    DCT is cut to the DC term (640x480 q80: 0.29 ms against 2.9 ms). `tests/test_frames.py` checks that
+    both give the same answer on thousands of corrupted real frames."""
+    _decode(data, max_pixels, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+
+
+def _decode(data: bytes, max_pixels: int, flags: int) -> ImageBGR:
     check_image_header(data, max_pixels)
     try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error:  # OpenCV's own pixel limit (service/__init__.py): its parser saw a larger image
         raise FrameError("image_too_large", f"image exceeds {MAX_PIXELS} pixels") from None
     if image is None or image.size == 0:

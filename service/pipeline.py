@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from service.arrays import ImageBGR
 from service.engine import BatchObserver, Engine
-from service.frames import decode_image
+from service.frames import check_image, decode_image
 from service.recognizer import Recognizer
 from service.settings import Settings
 from service.stream import NOT_READY, Prediction, StreamState, decide
@@ -45,6 +45,10 @@ class Pipeline:
     async def decode(self, data: bytes) -> ImageBGR:
         """JPEG/PNG bytes -> BGR image, off the event loop. Raises FrameError."""
         return await self.engine.cpu(decode_image, data, self.settings.max_frame_pixels)
+
+    async def check(self, data: bytes) -> None:
+        """Raise the FrameError `decode` would raise, without decoding the pixels (a frame not sampled)."""
+        await self.engine.cpu(check_image, data, self.settings.max_frame_pixels)
 
     async def predict(self, image: ImageBGR, stream: StreamState, timestamp: float) -> Prediction:
         """Answer the next frame of a clip: encode it if the stream's sampling rate takes it, else

@@ -171,9 +171,9 @@ class SignProtocol:
 
     async def on_frame(self, sid: str, payload: Any = None, *extra: Any) -> None:
         """A frame the stream samples goes to the client's worker (bounded queue, oldest dropped);
-        any other frame is decoded (off the event loop, like a sampled one) and answered with the
-        newest window's prediction, so it never waits behind a frame that is being encoded. Every
-        frame is decoded either way: whether a broken one gets its error does not depend on timing."""
+        any other frame is checked (off the event loop; `check_image` finds what decoding would, at a
+        tenth of its cost) and answered with the newest window's prediction, so it never waits behind a
+        frame that is being encoded: whether a broken frame gets its error does not depend on timing."""
         client = self.clients.get(sid)
         pipeline = self.pipeline
         if client is None or pipeline is None:
@@ -209,7 +209,7 @@ class SignProtocol:
                 client.enqueue(frame_id, data, arrived, turn)
                 self.totals.dropped += client.stats.dropped - dropped_before
                 return True
-            await pipeline.decode(data)
+            await pipeline.check(data)
         except FrameError as error:
             await turn.wait()
             await self._send_error(client, error, frame_id)
