@@ -171,8 +171,8 @@ class SignProtocol:
 
     async def on_frame(self, sid: str, payload: Any = None, *extra: Any) -> None:
         """A frame the stream samples goes to the client's worker (bounded queue, oldest dropped);
-        any other frame is checked (off the event loop; `check_image` finds what decoding would, at a
-        tenth of its cost) and answered with the newest window's prediction, so it never waits behind a
+        any other frame is checked (off the event loop; `check_image` finds what decoding would, at about a
+        third of its cost) and answered with the newest window's prediction, so it never waits behind a
         frame that is being encoded: whether a broken frame gets its error does not depend on timing."""
         client = self.clients.get(sid)
         pipeline = self.pipeline
