@@ -28,9 +28,11 @@ from service.settings import load_settings
 
 BATCHES = (1, 2, 4, 8)
 FRAME_CLIPS = ("hello/thkazi.mp4", "drink/handspeak.mp4", "school/asl_lex.mp4")
-# Per-item cost of a batch of 8 against one item, measured 0.98-1.23 here (1 intra-op thread, shared
-# 2-core box): batching must never cost much more per item than one call per item.
-MAX_BATCHED_PER_ITEM = 1.5
+# Per-item cost of a batch of 8 against one item (1 intra-op thread, 2 cores): 0.98-1.23 on the Intel
+# boxes of earlier sessions, pose 1.59 on an AMD EPYC box (a clean-clone CI run that failed a 1.5 bound
+# on a correct server). How much batching costs depends on the CPU; what must hold on every CPU is the
+# engine's choice that follows from it (below), and that a batch is never pathologically dearer.
+MAX_BATCHED_PER_ITEM = 2.0
 
 
 def _fastest_ms_per_item(run: Callable[[FloatArray], FloatArray], items: FloatArray, rounds: int) -> dict[int, float]:
@@ -90,6 +92,8 @@ def test_front_end_sessions_batch_exactly_and_cost_per_item(landmarks: Recognize
         ratio = per_item[8] / per_item[1]
         print(f"\n{name}: ms per item {curves[name]} (batch 8 / batch 1 = {ratio:.2f})")
         assert ratio < MAX_BATCHED_PER_ITEM, (name, curves[name])
+        if ratio > 1.0:  # batches cost more per item here: the batcher takes what waits, never waits for more
+            assert landmarks.sessions[name].max_wait_ms == 0.0, (name, curves[name])
     front = landmarks.describe().details["front_end"]
     write_result("frontend_batch_curves", {"front_end": front, "intra_op_threads": 1, "curves": curves})
 
