@@ -53,10 +53,16 @@ def test_batch_size_curve(settings: Settings, frames: np.ndarray) -> None:
         },
     )
     print(f"\n{path}: {curve}")
-    # On 2 cores the curve is nearly flat (5 quiet runs: 5.0 ms/frame alone, 4.7-4.8 in pairs,
-    # 5.0-5.7 in eights), so the guard is that some batch size beats single frames, not which.
+    # Whether batching pays depends on the CPU. The Intel boxes of earlier sessions (5 quiet runs): 5.0
+    # ms/frame alone, 4.7-4.8 in pairs, 5.0-5.7 in eights; an AMD EPYC box: 8.56 alone, 10.3 in pairs,
+    # 12.2 in eights (1.43x), which failed a "some batch beats single frames" guard in a clean-clone CI
+    # run on a correct server. What holds on any CPU: a batch is exactly its frames, and never
+    # pathologically dearer per frame.
+    batched = session.run(None, {"frames": frames[:8]})[0]
+    singles = np.concatenate([session.run(None, {"frames": frames[i : i + 1]})[0] for i in range(8)])
+    np.testing.assert_allclose(batched, singles, atol=1e-4)
     single = curve[0]["ms_per_frame"]
-    assert min(point["ms_per_frame"] for point in curve[1:]) < single, curve
+    assert max(point["ms_per_frame"] for point in curve[1:]) < 2.0 * single, curve
 
 
 def test_the_default_encoder_variant_follows_the_rule_measured_now(settings: Settings) -> None:
