@@ -226,6 +226,15 @@ async def test_sigterm_waits_for_a_frame_answered_outside_the_worker(model_dir: 
     assert ("prediction", "not sampled") in answers, (answers, output[-2000:])
 
 
+def _raw_polling_session(http: httpx.Client, url: str) -> str:
+    """Open an Engine.IO polling session by hand and connect Socket.IO on it; its URL."""
+    base = f"{url}/socket.io/?EIO=4&transport=polling"
+    sid = json.loads(http.get(base).text[1:])["sid"]  # Engine.IO open packet: 0{"sid": ...}
+    session = f"{base}&sid={sid}"
+    assert http.post(session, content="40").status_code == 200  # Socket.IO connect
+    return session
+
+
 def test_a_polling_client_between_two_polls_still_gets_the_shutdown_status(model_dir: Path) -> None:
     """The cause of the SIGTERM test's rare failure (1 of 2 clean-clone CI runs, a polling client got no
     `status`): the drain queued the status, found no frame to answer and closed the session at once;
@@ -234,11 +243,8 @@ def test_a_polling_client_between_two_polls_still_gets_the_shutdown_status(model
     client's queue has been taken. Here a raw polling client holds its next GET back for 0.5 s."""
     running = start_server(model_dir)
     try:
-        base = f"{running.url}/socket.io/?EIO=4&transport=polling"
         with httpx.Client(timeout=10) as http:
-            sid = json.loads(http.get(base).text[1:])["sid"]  # Engine.IO open packet: 0{"sid": ...}
-            session = f"{base}&sid={sid}"
-            assert http.post(session, content="40").status_code == 200  # Socket.IO connect
+            session = _raw_polling_session(http, running.url)
             assert "ready" in http.get(session).text  # the connect ack and the ready status
             running.process.terminate()
             time.sleep(0.5)
@@ -256,11 +262,8 @@ def test_a_post_to_a_session_the_server_has_closed_is_refused_without_a_tracebac
     closed by the transport-limit refusal, and the next POST comes before any GET."""
     running = start_server(model_dir, MAX_FRAME_BYTES="100000")  # the transport limit is then 1 MB
     try:
-        base = f"{running.url}/socket.io/?EIO=4&transport=polling"
         with httpx.Client(timeout=10) as http:
-            sid = json.loads(http.get(base).text[1:])["sid"]  # Engine.IO open packet: 0{"sid": ...}
-            session = f"{base}&sid={sid}"
-            assert http.post(session, content="40").status_code == 200  # Socket.IO connect
+            session = _raw_polling_session(http, running.url)
             assert http.post(session, content=b"4" + b"x" * 1_100_000).status_code == 413  # closes the session
             late = http.post(session, content='42["frame",{"image":"x"}]')
         assert late.status_code == 400, late.text
