@@ -107,8 +107,8 @@ def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> None:
     the stream does not sample, whose pixels nobody looks at. A JPEG decoded at 1/8 scale still has
     every marker and the whole entropy-coded stream parsed (where corruption is found); only the inverse
     DCT is cut to the DC term (640x480 q80 frames of 6 clips, quiet machine: 0.29-0.45 ms against
-    0.94-1.26 ms). `tests/test_frames.py` checks that
-    both give the same answer on thousands of corrupted real frames."""
+    0.94-1.26 ms). `tests/test_frames.py` checks that both give the same answer on corrupted real
+    frames."""
     # Only libjpeg scales while decoding: for a PNG, OpenCV decodes in full and then resizes (which
     # fails below 8 pixels, where a full decode succeeds), so a PNG is decoded in full.
     jpeg = data[:2] == b"\xff\xd8"
