@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from service.recognizers.landmarks.tracker import (
     HandPoseTracker,
     offline_steps,
     palm_anchors,
+    pose_palm_rects,
 )
 from training.mediapipe_reference import compare_with_reference
 
@@ -196,3 +198,35 @@ def test_pose_and_handedness_agree_with_arm_raised(steps: DirectSteps) -> None:
             near.append(gap < 0.1 * frame.shape[1])
     assert np.mean(np.asarray(presence) > 0.5) >= 0.9, presence
     assert len(right) >= 25 and np.mean(right) >= 0.9 and np.mean(near) >= 0.8, (right, near)
+
+
+def _pose_with_right_arm(wrist: tuple[float, float], visibility: float = 0.99) -> np.ndarray:
+    """A (33, 4) pose in pixels: shoulders 200 px apart at y 300, the signer's right arm's palm points
+    (wrist 16, pinky 18, index 20) around `wrist`, the left arm invisible."""
+    pose = np.zeros((33, 4), np.float32)
+    pose[11] = (420, 300, 0, 0.99)  # signer's left shoulder (image right)
+    pose[12] = (220, 300, 0, 0.99)
+    wx, wy = wrist
+    pose[16] = (wx, wy, 0, visibility)
+    pose[18] = (wx - 10, wy - 40, 0, visibility)  # pinky
+    pose[20] = (wx + 20, wy - 45, 0, visibility)  # index
+    return pose
+
+
+def test_hand_rois_from_the_pose_follow_mediapipe_holistic_and_skip_hands_at_rest() -> None:
+    """HandDetectionsFromPoseToRectsCalculator: centre = (2 index + pinky) / 3, side = 2 x its distance
+    to the wrist, rotated so that the wrist -> middle direction points up; then x2.7, square, shift_y -0.1."""
+    pose = _pose_with_right_arm((300.0, 250.0))
+    (rect,) = pose_palm_rects(pose, 640, 480)
+    mx, my = (2 * 320 + 290) / 3, (2 * 205 + 210) / 3
+    side = 2 * math.hypot(mx - 300, my - 250) * 2.7
+    assert rect.width == pytest.approx(side) and rect.height == pytest.approx(side)
+    up = math.pi / 2 - math.atan2(-(my - 250), mx - 300)
+    assert rect.rotation == pytest.approx(up)
+    # shift_y -0.1 moves the centre 0.1 of the (unscaled) side towards the fingertips
+    shift = 0.1 * side / 2.7
+    assert rect.cx == pytest.approx(mx + shift * math.sin(up)) and rect.cy == pytest.approx(my - shift * math.cos(up))
+    # a wrist more than a shoulder width below the shoulders is at rest; invisible or outside the frame: not looked for
+    assert pose_palm_rects(_pose_with_right_arm((300.0, 510.0)), 640, 640) == []
+    assert pose_palm_rects(_pose_with_right_arm((300.0, 250.0), visibility=0.2), 640, 480) == []
+    assert pose_palm_rects(_pose_with_right_arm((700.0, 250.0)), 640, 480) == []

@@ -122,8 +122,16 @@ def main() -> None:
     parser.add_argument(
         "--detect-every", type=int, default=defaults.detect_every, help="palm detector every k-th frame (1 hand)"
     )
+    parser.add_argument(
+        "--hands-from-pose",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.hands_from_pose,
+        help="look for an untracked hand where the pose model puts its palm before running the palm detector",
+    )
     args = parser.parse_args()
-    front_end = FrontEnd(args.palm, args.hand, args.pose, args.pose_every, args.detect_every)
+    front_end = FrontEnd(
+        args.palm, args.hand, args.pose, args.pose_every, args.detect_every, hands_from_pose=args.hands_from_pose
+    )
     old: dict[str, np.ndarray] = {}
     old_meta: dict[str, Any] = {}
     old_index: dict[str, Any] = {}

@@ -101,6 +101,8 @@ class LandmarkRecognizer:
         front = ", ".join(name.removesuffix(".onnx") for name in self.front_end.files)
         if self.front_end.pose_every > 1:
             front += f" (pose every {self.front_end.pose_every} frames)"
+        if self.front_end.hands_from_pose:
+            front += " (hands looked for where the pose puts them first)"
         return Description(self.name, self.provider, {"front_end": front, "sequence_sha256": self._sequence_sha})
 
     def new_tracker(self) -> HandPoseTracker:

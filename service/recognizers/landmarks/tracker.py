@@ -283,6 +283,36 @@ def landmarks_to_rect(points: FloatArray) -> Rect:
     return rect.transformed(scale=2.0, shift_x=0.0, shift_y=-0.1, square_long=True)
 
 
+# MediaPipe pose indices of each arm's palm points: (wrist, pinky, index), the signer's left arm first.
+POSE_PALMS = ((15, 17, 19), (16, 18, 20))
+L_SHOULDER, R_SHOULDER = 11, 12
+POSE_PALM_VISIBILITY = 0.5
+
+
+def pose_palm_rects(pose: FloatArray, width: int, height: int) -> list[Rect]:
+    """Hand ROIs from the pose model's palm points, as MediaPipe Holistic makes them
+    (HandDetectionsFromPoseToRectsCalculator, then scale 2.7, shift_y -0.1, square long), for each arm
+    whose wrist is visible, inside the frame and raised: less than one shoulder width below the
+    shoulders (a hand at rest is not looked for, so a window of hands at rest stays a window of no sign)."""
+    out = []
+    shoulder_y = (float(pose[L_SHOULDER, 1]) + float(pose[R_SHOULDER, 1])) / 2.0
+    shoulder_width = math.hypot(*(pose[L_SHOULDER, :2] - pose[R_SHOULDER, :2]).tolist())
+    for wrist, pinky, index in POSE_PALMS:
+        wx, wy, _, visibility = (float(v) for v in pose[wrist])
+        if visibility < POSE_PALM_VISIBILITY or not (0.0 <= wx < width and 0.0 <= wy < height):
+            continue
+        if wy > shoulder_y + shoulder_width:
+            continue
+        mx = (2.0 * float(pose[index, 0]) + float(pose[pinky, 0])) / 3.0
+        my = (2.0 * float(pose[index, 1]) + float(pose[pinky, 1])) / 3.0
+        size = 2.0 * math.hypot(mx - wx, my - wy)
+        if size < 1.0:
+            continue
+        rotation = normalize_radians(math.pi / 2 - math.atan2(-(my - wy), mx - wx))
+        out.append(Rect(mx, my, size, size, rotation).transformed(2.7, 0.0, -0.1, square_long=True))
+    return out
+
+
 POSE_ROIS = ("upper_body", "frame")
 
 
@@ -324,6 +354,9 @@ class FrontEnd:
     pose: str = POSE_DYNAMIC
     pose_every: int = 1  # k > 1: the pose model runs on every k-th processed frame, the others reuse it
     detect_every: int = 5  # with one hand tracked, the palm detector looks for the other every k-th frame
+    # A hand not tracked from the last frame is first looked for where the pose model puts its palm
+    # (as MediaPipe Holistic does); the palm detector runs only where that finds nothing.
+    hands_from_pose: bool = False
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> FrontEnd:
@@ -334,6 +367,7 @@ class FrontEnd:
         return {
             "palm": self.palm, "hand": self.hand, "pose": self.pose,
             "pose_every": self.pose_every, "detect_every": self.detect_every,
+            "hands_from_pose": self.hands_from_pose,
         }  # fmt: skip
 
     @property
@@ -341,7 +375,9 @@ class FrontEnd:
         return self.palm, self.hand, self.pose
 
     def tracker(self) -> HandPoseTracker:
-        return HandPoseTracker(pose_every=self.pose_every, detect_every=self.detect_every)
+        return HandPoseTracker(
+            pose_every=self.pose_every, detect_every=self.detect_every, hands_from_pose=self.hands_from_pose
+        )
 
 
 LEGACY_FRONT_END = FrontEnd(PALM_FILE, HAND_FILE, POSE_FILE)
@@ -462,6 +498,7 @@ class HandPoseTracker:
         run_pose: bool = True,
         pose_roi: str = "upper_body",
         pose_every: int = 1,
+        hands_from_pose: bool = False,
     ) -> None:
         self.max_hands = max_hands
         self.min_detection_score = min_detection_score
@@ -473,6 +510,7 @@ class HandPoseTracker:
             raise ValueError(f"pose_roi must be one of {POSE_ROIS}")
         self.pose_roi = pose_roi
         self.pose_every = max(1, pose_every)
+        self.hands_from_pose = hands_from_pose and run_pose
         self.stats = TrackerStats()
         self._rois: list[Rect] = []
         self._since_detect = 0
@@ -518,6 +556,18 @@ class HandPoseTracker:
             self.stats.hand_calls += 1
             if hand.presence >= self.min_presence:
                 hands.append(hand)
+        pose_result: tuple[FloatArray, float] | None = None
+        if self.hands_from_pose and len(hands) < self.max_hands:
+            # Only here is the pose awaited before the palm detector starts (it needs this frame's pose).
+            if pose_call is not None and pose_in is not None:
+                pose_result = pose_from_row(await pose_call, pose_in[1], pose_in[2])
+            latest = pose_result or self._last_pose
+            if latest is not None:
+                h, w = frame.shape[:2]
+                for roi in pose_palm_rects(latest[0], w, h):
+                    if len(hands) >= self.max_hands:
+                        break
+                    await self._add_hand(frame, roi, hands, steps)
         self._since_detect += 1
         need = len(hands) < self.max_hands
         if need and (not hands or self._since_detect >= self.detect_every or not self.track):
@@ -525,21 +575,15 @@ class HandPoseTracker:
             for roi in await self.detect_palms(frame, steps):
                 if len(hands) >= self.max_hands:
                     break
-                if any(iou(roi.bounds(), landmarks_to_rect(h.landmarks).bounds()) > 0.5 for h in hands):
-                    continue
-                hand = await self.hand_landmarks(frame, roi, True, steps)
-                if hand.presence < self.min_presence:
-                    continue
-                new_bounds = landmarks_to_rect(hand.landmarks).bounds()
-                if any(iou(new_bounds, landmarks_to_rect(h.landmarks).bounds()) > 0.5 for h in hands):
-                    continue
-                hands.append(hand)
+                await self._add_hand(frame, roi, hands, steps)
         self._rois = [landmarks_to_rect(h.landmarks) for h in hands] if self.track else []
         pose: FloatArray | None = None
         pose_presence = 0.0
         if self.run_pose_model:
-            if pose_call is not None and pose_in is not None:
-                self._last_pose = pose_from_row(await pose_call, pose_in[1], pose_in[2])
+            if pose_result is None and pose_call is not None and pose_in is not None:
+                pose_result = pose_from_row(await pose_call, pose_in[1], pose_in[2])
+            if pose_result is not None:
+                self._last_pose = pose_result
                 self.stats.pose_calls += 1
                 self._since_pose = 0
             else:
@@ -551,6 +595,18 @@ class HandPoseTracker:
         self.stats.frames += 1
         self.stats.total_ms += (time.perf_counter() - start) * 1000.0
         return FrameResult(hands, pose, pose_presence, features)
+
+    async def _add_hand(self, frame: ImageBGR, roi: Rect, hands: list[Hand], steps: Steps) -> None:
+        """Run the hand model in `roi` and keep the hand unless it is absent or one already found."""
+        if any(iou(roi.bounds(), landmarks_to_rect(h.landmarks).bounds()) > 0.5 for h in hands):
+            return
+        hand = await self.hand_landmarks(frame, roi, True, steps)
+        if hand.presence < self.min_presence:
+            return
+        new_bounds = landmarks_to_rect(hand.landmarks).bounds()
+        if any(iou(new_bounds, landmarks_to_rect(h.landmarks).bounds()) > 0.5 for h in hands):
+            return
+        hands.append(hand)
 
     def _tracked_inputs(
         self, frame: ImageBGR, rois: list[Rect], want_pose: bool
