@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +71,22 @@ def test_landmark_model_files_belong_together() -> None:
     )
     assert meta["sequence_onnx_sha256"] == hashlib.sha256((directory / SEQUENCE_FILE).read_bytes()).hexdigest()
     assert meta["onnx_max_abs_diff"] < 1e-4
+
+
+def test_a_landmark_model_trained_on_other_window_statistics_is_refused(tmp_path: Path) -> None:
+    """The statistics can change without changing the input size (min/max -> percentiles did): such a
+    model would load and answer nonsense, so sequence.json's list must be what serving computes."""
+    from service.onnx_runtime import ModelError
+    from service.recognizers.landmarks import SEQUENCE_META, check_landmark_files
+
+    directory = MODEL.parent / "landmarks"
+    for source in directory.iterdir():
+        (tmp_path / source.name).symlink_to(source)
+    meta = json.loads((directory / SEQUENCE_META).read_text())
+    check_landmark_files(tmp_path)
+    stats = meta["window_statistics"]
+    meta["window_statistics"] = [*stats[:2], "min", "max", *stats[4:]]
+    (tmp_path / SEQUENCE_META).unlink()
+    (tmp_path / SEQUENCE_META).write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="other window statistics"):
+        check_landmark_files(tmp_path)

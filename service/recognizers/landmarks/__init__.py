@@ -14,7 +14,7 @@ from typing import Any
 from service.arrays import FloatArray, ImageBGR
 from service.onnx_runtime import ModelError, batch_run, create_session, sha256_of
 from service.recognizer import Description, Session, Steps
-from service.recognizers.landmarks.features import window_vector, window_vector_size
+from service.recognizers.landmarks.features import WINDOW_STATISTICS, window_vector, window_vector_size
 from service.recognizers.landmarks.layout import FEATURE_SIZE
 from service.recognizers.landmarks.tracker import FrontEnd, HandPoseTracker, front_end_sessions
 from service.settings import Settings
@@ -62,6 +62,11 @@ def check_landmark_files(model_dir: Path) -> dict[str, Any]:
             f"{model_dir / SEQUENCE_META} was trained on other landmark features (raw {meta.get('raw_feature_size')},"
             f" input {meta['input']['shape']}; serving makes raw {FEATURE_SIZE}, input {want}): retrain with"
             " `python cli.py train --model landmarks`"
+        )
+    if meta.get("window_statistics") != list(WINDOW_STATISTICS):  # same input size, other meaning
+        raise ModelError(
+            f"{model_dir / SEQUENCE_META} was trained on other window statistics ({meta.get('window_statistics')};"
+            f" serving computes {list(WINDOW_STATISTICS)}): retrain with `python cli.py train --model landmarks`"
         )
     if meta.get("sequence_onnx_sha256") != sha256_of(model_dir / SEQUENCE_FILE):
         raise ModelError(
