@@ -214,8 +214,8 @@ def normalise_features(frames_landmarks: npt.ArrayLike, mirror_left_dominant: bo
 # logistic regression, grouped-by-signer CV top-1 75.1 % -> 77.5 % and signer-mean 66.5 % -> 74.3 %
 # (5 folds, seed 1234; 77.5 % -> 79.8 % with seed 777), at 1,336 inputs instead of 3,507.
 # The 20th and 80th percentiles replaced the min and max (one frame's lost or misplaced hand moves those):
-# grouped CV top-1 of the shipped MLP over fold seeds 1234 / 777 / 42: 80.5 / 79.3 / 75.3 % with min and
-# max, 82.2 / 79.9 / 75.9 % with the percentiles (top-5 92.5 / 93.1 / 92.5 -> 93.1 / 93.1 / 93.1 %).
+# grouped CV top-1 of the MLP 128 (the previous release) over fold seeds 1234 / 777 / 42: 80.5 / 79.3 /
+# 75.3 % with min and max, 82.2 / 79.9 / 75.9 % with the percentiles (top-5 92.5 / 93.1 / 92.5 -> 93.1 x3).
 WINDOW_STATISTICS = ("mean", "std", "q20", "q80", "first_half_mean", "second_half_mean", "mean_abs_step", "mean_step")
 
 
