@@ -109,6 +109,11 @@ def normalize_radians(angle: float) -> float:
     return angle - 2.0 * math.pi * math.floor((angle + math.pi) / (2.0 * math.pi))
 
 
+def upright_rotation(wrist_x: float, wrist_y: float, middle_x: float, middle_y: float) -> float:
+    """MediaPipe's hand ROI rotation: the angle that turns the wrist -> middle-finger direction upright."""
+    return normalize_radians(math.pi / 2 - math.atan2(-(middle_y - wrist_y), middle_x - wrist_x))
+
+
 def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -254,7 +259,7 @@ def palm_to_rect(det: PalmDetection, scale: float, off_x: float, off_y: float) -
     x1, y1 = px(det.box[2], det.box[3])
     wx, wy = px(float(det.keypoints[0, 0]), float(det.keypoints[0, 1]))
     mx, my = px(float(det.keypoints[2, 0]), float(det.keypoints[2, 1]))
-    rotation = normalize_radians(math.pi / 2 - math.atan2(-(my - wy), mx - wx))
+    rotation = upright_rotation(wx, wy, mx, my)
     rect = Rect((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, rotation)
     return rect.transformed(scale=2.6, shift_x=0.0, shift_y=-0.5, square_long=True)
 
@@ -269,7 +274,7 @@ def landmarks_to_rect(points: FloatArray) -> Rect:
     x0, y0 = p[0]
     mid_x = ((points[5, 0] + points[13, 0]) / 2.0 + points[9, 0]) / 2.0
     mid_y = ((points[5, 1] + points[13, 1]) / 2.0 + points[9, 1]) / 2.0
-    rotation = normalize_radians(math.pi / 2 - math.atan2(-(float(mid_y) - y0), float(mid_x) - x0))
+    rotation = upright_rotation(float(x0), float(y0), float(mid_x), float(mid_y))
     centre = (p.min(axis=0) + p.max(axis=0)) / 2.0
     reverse = -rotation
     rot = np.array([[math.cos(reverse), -math.sin(reverse)], [math.sin(reverse), math.cos(reverse)]])
@@ -308,7 +313,7 @@ def pose_palm_rects(pose: FloatArray, width: int, height: int) -> list[Rect]:
         size = 2.0 * math.hypot(mx - wx, my - wy)
         if size < 1.0:
             continue
-        rotation = normalize_radians(math.pi / 2 - math.atan2(-(my - wy), mx - wx))
+        rotation = upright_rotation(wx, wy, mx, my)
         out.append(Rect(mx, my, size, size, rotation).transformed(2.7, 0.0, -0.1, square_long=True))
     return out
 
