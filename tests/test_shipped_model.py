@@ -90,3 +90,21 @@ def test_a_landmark_model_trained_on_other_window_statistics_is_refused(tmp_path
     (tmp_path / SEQUENCE_META).write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="other window statistics"):
         check_landmark_files(tmp_path)
+
+
+def test_a_landmark_model_trained_on_another_embedding_is_refused(tmp_path: Path) -> None:
+    """gislr_embed.onnx feeds the sequence model 256 of its inputs: another embedding file (a re-export,
+    another source model) keeps the input size and silently changes what they mean."""
+    from service.onnx_runtime import ModelError
+    from service.recognizers.landmarks import check_landmark_files
+    from service.recognizers.landmarks.transfer import EMBEDDING_FILE
+
+    directory = MODEL.parent / "landmarks"
+    for source in directory.iterdir():
+        if source.name != EMBEDDING_FILE:
+            (tmp_path / source.name).symlink_to(source)
+    with pytest.raises(ModelError, match=f"{EMBEDDING_FILE} missing"):
+        check_landmark_files(tmp_path)
+    (tmp_path / EMBEDDING_FILE).write_bytes((directory / EMBEDDING_FILE).read_bytes() + b"\0")
+    with pytest.raises(ModelError, match="another embedding"):
+        check_landmark_files(tmp_path)

@@ -2,10 +2,10 @@
 
 A real clip goes through the server's own pipeline (default settings: landmarks, sampling at
 EMBEDDINGS_PER_SECOND, 2 s window), and through the training code's offline recomputation
-(training.landmark_features.extract -> training.landmark_model.serving_windows -> window_vector ->
-the shipped sequence model). Every window the server classifies must have an offline twin with the
-same probabilities: a change to sampling, window picking, features or tracking on one side only
-fails here.
+(training.landmark_features.extract -> training.landmark_model.serving_windows -> sequence_inputs
+(window vector and GISLR embedding) -> the shipped sequence model). Every window the server classifies
+must have an offline twin with the same probabilities: a change to sampling, window picking, features
+or tracking on one side only fails here.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import onnxruntime as ort
 from service.clips import clip_fps, iter_clip_frames
 from service.engine import load_recognizer
 from service.recognizers.landmarks import SEQUENCE_FILE
-from service.recognizers.landmarks.features import window_vector
+from service.recognizers.landmarks.transfer import sequence_inputs
 from service.settings import Settings, load_settings
 from service.stream import NOT_READY
 from tests.conftest import ROOT
 from training.catalogue import load_catalogue
 from training.landmark_features import WINDOW, extract, served_key
-from training.landmark_model import serving_windows
+from training.landmark_model import embedding_session, serving_windows
 
 # float16 storage of the training features: measured max |difference| 3.7e-3 on this clip (20 windows).
 MAX_PROBABILITY_DIFF = 0.02
@@ -67,7 +67,7 @@ def test_default_model_windows_offline_equal_served() -> None:
     session = ort.InferenceSession(
         str(ROOT / "model" / "landmarks" / SEQUENCE_FILE), providers=["CPUExecutionProvider"]
     )
-    offline = session.run(None, {"windows": np.stack([window_vector(raw[p]) for p in picks])})[0]
+    offline = session.run(None, {"windows": sequence_inputs(embedding_session(), [raw[p] for p in picks])})[0]
     assert len(served) == len(offline) >= 20
     diff = float(np.abs(np.stack(served) - offline).max())
     print(f"\n{len(served)} windows, max |served - offline| = {diff:.2e}")

@@ -8,20 +8,21 @@ grouped by signer (no signer in both the training and the validation folds).
 Windows are made exactly as serving makes them: the landmarks are the tracker's output on the frames
 serving's sampling schedule takes (`<key>|served<k>` in data/landmarks.npz, two sampling phases),
 replayed through serving's own `StreamState` (sampling at EMBEDDINGS_PER_SECOND, `pick_window`), and
-each window's raw frames go through `window_vector` (service/recognizers/landmarks/features.py), the
-function serving calls. A window whose frames mostly show a tracked hand is labelled with the clip's
+each window's raw frames go through `sequence_inputs` (service/recognizers/landmarks/transfer.py): the
+window vector (features.py) and the pretrained GISLR embedding (model/landmarks/gislr_embed.onnx) that
+serving computes the same way. A window whose frames mostly show a tracked hand is labelled with the clip's
 gloss, one with no hand at all is labelled idle (an extra training class that the exported model
 leaves out of its 20 outputs, so idle windows score low and are answered `none`), the others are not
 trained on. Clips are scored as `cli evaluate` scores them: the most confident window above the
 threshold names the clip.
 
-Augmentation (raw space, before window_vector): signing speed (clip time scaled by 0.75-1.33),
+Augmentation (raw space, before window_vector and the embedding): signing speed (clip time scaled by 0.75-1.33),
 the sampling phase (either extracted phase), a mirror image (p 0.5), a small rotation and anisotropic
 scale of the image, and hands dropped in single frames (p 0.2; the tracker loses hands near the face).
 
     python -m training.landmark_model                 # grouped CV of RELEASE_CONFIGS, export the best
     python -m training.landmark_model --configs logreg_c0.1 --no-export
-Outputs: model/landmarks/sequence.onnx (input "windows" (B, D) float32 = window_vector;
+Outputs: model/landmarks/sequence.onnx (input "windows" (B, D) float32 = sequence_input;
 output "probabilities" (B, 20)), sequence.json, training_report.json.
 """
 
@@ -39,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from service.labels import GLOSSES
-from service.recognizers.landmarks.features import WINDOW_STATISTICS, window_vector, window_vector_size
+from service.onnx_runtime import sha256_of
+from service.recognizers.landmarks.features import WINDOW_STATISTICS
 from service.recognizers.landmarks.layout import (
     ASPECT,
     FEATURE_SIZE,
@@ -48,6 +50,14 @@ from service.recognizers.landmarks.layout import (
     POSE_MIRROR,
     POSE_OFFSET,
     POSE_POINTS,
+)
+from service.recognizers.landmarks.transfer import (
+    EMBEDDING_DIM,
+    EMBEDDING_FILE,
+    EMBEDDING_LICENSE,
+    EMBEDDING_META,
+    sequence_input_size,
+    sequence_inputs,
 )
 from service.settings import Settings
 from service.stream import StreamState
@@ -211,12 +221,27 @@ class ClipWindows:
     idle: np.ndarray  # (n,) bool
 
 
+_embedding: Any = None
+
+
+def embedding_session() -> Any:
+    """The shipped GISLR embedding (model/landmarks/gislr_embed.onnx), one thread, loaded once."""
+    global _embedding
+    if _embedding is None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        _embedding = ort.InferenceSession(str(OUT_DIR / EMBEDDING_FILE), options, providers=["CPUExecutionProvider"])
+    return _embedding
+
+
 def clip_windows(clip: Clip, window: int, per_second: float, seconds: float) -> ClipWindows:
     raw, times = clip.served[0]
     picks = serving_windows(times, window, seconds, per_second)
     if not picks:  # fewer frames than one window: serving never answers such a clip
-        return ClipWindows(np.zeros((0, window_vector_size(window)), np.float32), np.zeros(0, bool))
-    x = np.stack([window_vector(raw[p]) for p in picks])
+        return ClipWindows(np.zeros((0, sequence_input_size(window)), np.float32), np.zeros(0, bool))
+    x = sequence_inputs(embedding_session(), [raw[p] for p in picks])
     idle = np.array([window_label(raw[p], clip.label) == IDLE for p in picks])
     return ClipWindows(x, idle)
 
@@ -253,10 +278,10 @@ def training_windows(
                 label = window_label(plain[p], clip.label)
                 if label is None:
                     continue
-                xs.append(window_vector(raw[p]))
+                xs.append(raw[p])
                 ys.append(label)
                 owners.append(ci)
-    return Windows(np.stack(xs).astype(np.float32), np.asarray(ys), np.asarray(owners))
+    return Windows(sequence_inputs(embedding_session(), xs), np.asarray(ys), np.asarray(owners))
 
 
 # --------------------------------------------------------------------------------------------
@@ -603,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     test_rows = evaluate(model, clips, test_idx, cache, args.threshold)  # the one look at the test split
     test = summarise(test_rows)
     print(_line("TEST " + best, test))
-    dim = window_vector_size(args.window)
+    dim = sequence_input_size(args.window)
     proto = to_onnx(model, dim)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     import onnx
@@ -613,12 +638,21 @@ def main(argv: list[str] | None = None) -> int:
     session = ort.InferenceSession(str(args.out_dir / "sequence.onnx"), providers=["CPUExecutionProvider"])
     check = np.concatenate([cache[i].x for i in test_idx])
     parity = float(np.abs(session.run(None, {"windows": check})[0] - model.probabilities(check)).max())
-    import hashlib
+    digest = sha256_of(args.out_dir / "sequence.onnx")
+    if args.out_dir.resolve() != OUT_DIR.resolve():  # serving reads the embedding beside sequence.onnx
+        import shutil
 
-    digest = hashlib.sha256((args.out_dir / "sequence.onnx").read_bytes()).hexdigest()
+        for name in (EMBEDDING_FILE, EMBEDDING_META, EMBEDDING_LICENSE):
+            shutil.copyfile(OUT_DIR / name, args.out_dir / name)
     card = {
         "window": args.window,
-        "feature": "window_vector (service/recognizers/landmarks/features.py) of the window's raw frames",
+        "feature": "sequence_input (service/recognizers/landmarks/transfer.py): window_vector of the window's raw"
+        " frames, then the GISLR embedding of the same frames",
+        "embedding": {
+            "file": EMBEDDING_FILE,
+            "dim": EMBEDDING_DIM,
+            "sha256": sha256_of(OUT_DIR / EMBEDDING_FILE),
+        },
         "window_statistics": list(WINDOW_STATISTICS),
         "raw_feature_size": FEATURE_SIZE,
         # The front end the features were extracted with: serving builds exactly this one.

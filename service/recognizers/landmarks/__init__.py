@@ -1,8 +1,10 @@
 """The landmark recogniser (MODEL=landmarks, the default): hand and pose landmarks per frame (tracked per
-stream, tracker.py), a small sequence model on 10 of them (features.py's window vector).
+stream, tracker.py); per window of 10 of them the window vector (features.py) and the pretrained GISLR
+embedding (transfer.py), and a small sequence model on both.
 
 Its files are read from the `landmarks` folder beside MODEL_PATH: the three front-end models
-(`python -m convert.mediapipe_models`) and sequence.onnx / sequence.json (`python cli.py train --model landmarks`).
+(`python -m convert.mediapipe_models`), the embedding gislr_embed.onnx (`python -m convert.gislr_model`)
+and sequence.onnx / sequence.json (`python cli.py train --model landmarks`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,16 @@ from typing import Any
 from service.arrays import FloatArray, ImageBGR
 from service.onnx_runtime import ModelError, batch_run, create_session, sha256_of
 from service.recognizer import Description, Session, Steps
-from service.recognizers.landmarks.features import WINDOW_STATISTICS, window_vector, window_vector_size
+from service.recognizers.landmarks.features import WINDOW_STATISTICS, window_vector
 from service.recognizers.landmarks.layout import FEATURE_SIZE
 from service.recognizers.landmarks.tracker import FrontEnd, HandPoseTracker, front_end_sessions
+from service.recognizers.landmarks.transfer import (
+    EMBEDDING_FILE,
+    embedding_run,
+    packed_input,
+    sequence_input,
+    sequence_input_size,
+)
 from service.settings import Settings
 
 SEQUENCE_FILE = "sequence.onnx"
@@ -47,16 +56,19 @@ def landmark_model_dir(settings: Settings) -> Path:
 
 def check_landmark_files(model_dir: Path) -> dict[str, Any]:
     """Fail with one clear line unless every landmark model file is there (the front end sequence.json
-    names), and sequence.onnx is the one sequence.json describes (its sha256) for this layout of
-    features; returns sequence.json."""
-    hint = "`python -m convert.mediapipe_models` (front end) and `python cli.py train --model landmarks`"
+    names, the embedding), and sequence.onnx and gislr_embed.onnx are the ones sequence.json describes
+    (their sha256) for this layout of features; returns sequence.json."""
+    hint = (
+        "`python -m convert.mediapipe_models` (front end), `python -m convert.gislr_model` (embedding)"
+        " and `python cli.py train --model landmarks`"
+    )
     has_meta = (model_dir / SEQUENCE_META).is_file()
     meta: dict[str, Any] = json.loads((model_dir / SEQUENCE_META).read_text()) if has_meta else {}
-    files = [*FrontEnd.from_dict(meta.get("front_end")).files, SEQUENCE_FILE, SEQUENCE_META]
+    files = [*FrontEnd.from_dict(meta.get("front_end")).files, EMBEDDING_FILE, SEQUENCE_FILE, SEQUENCE_META]
     missing = [name for name in files if not (model_dir / name).is_file()]
     if missing:
         raise ModelError(f"MODEL=landmarks but {', '.join(missing)} missing in {model_dir}: run {hint}")
-    want = window_vector_size(int(meta["window"]))
+    want = sequence_input_size(int(meta["window"]))
     if meta.get("raw_feature_size") != FEATURE_SIZE or list(meta["input"]["shape"])[-1] != want:
         raise ModelError(
             f"{model_dir / SEQUENCE_META} was trained on other landmark features (raw {meta.get('raw_feature_size')},"
@@ -68,6 +80,11 @@ def check_landmark_files(model_dir: Path) -> dict[str, Any]:
             f"{model_dir / SEQUENCE_META} was trained on other window statistics ({meta.get('window_statistics')};"
             f" serving computes {list(WINDOW_STATISTICS)}): retrain with `python cli.py train --model landmarks`"
         )
+    if meta.get("embedding", {}).get("sha256") != sha256_of(model_dir / EMBEDDING_FILE):
+        raise ModelError(
+            f"{model_dir / SEQUENCE_META} was trained on another embedding than {model_dir / EMBEDDING_FILE}"
+            " (sha256 differs): retrain with `python cli.py train --model landmarks`"
+        )
     if meta.get("sequence_onnx_sha256") != sha256_of(model_dir / SEQUENCE_FILE):
         raise ModelError(
             f"{model_dir / SEQUENCE_FILE} is not the model {SEQUENCE_META} describes (sha256 differs): "
@@ -78,7 +95,8 @@ def check_landmark_files(model_dir: Path) -> dict[str, Any]:
 
 class LandmarkRecognizer:
     """Front end per frame (palm only when tracking is lost, hand per tracked hand, pose), batched
-    across streams session by session; per window the signer-normalised vector and the sequence model."""
+    across streams session by session; per window the signer-normalised vector, the GISLR embedding
+    and the sequence model."""
 
     name = "landmarks"
 
@@ -98,7 +116,11 @@ class LandmarkRecognizer:
         self.provider = str(sequence.get_providers()[0])
         self.front_end = FrontEnd.from_dict(meta.get("front_end"))
         self._sequence_sha = str(meta["sequence_onnx_sha256"])[:12]
+        provider, inter_op = settings.execution_provider, settings.inter_op_threads
+        embedding = create_session(model_dir / EMBEDDING_FILE, provider, 1, inter_op)
         self.sessions = front_end_sessions(model_dir, settings.execution_provider, 1, self.front_end) | {
+            # One call per window (8 per second per stream), not per frame; the model has a batch of 1.
+            "embedding": Session(embedding_run(embedding), max_batch=8, max_wait_ms=0.0),
             "sequence": Session(batch_run(sequence), max_batch=32, max_wait_ms=0.0),
         }
 
@@ -108,7 +130,15 @@ class LandmarkRecognizer:
             front += f" (pose every {self.front_end.pose_every} frames)"
         if self.front_end.hands_from_pose:
             front += " (hands looked for where the pose puts them first)"
-        return Description(self.name, self.provider, {"front_end": front, "sequence_sha256": self._sequence_sha})
+        return Description(
+            self.name,
+            self.provider,
+            {
+                "front_end": front,
+                "embedding": EMBEDDING_FILE.removesuffix(".onnx"),
+                "sequence_sha256": self._sequence_sha,
+            },
+        )
 
     def new_tracker(self) -> HandPoseTracker:
         return self.front_end.tracker()
@@ -117,4 +147,6 @@ class LandmarkRecognizer:
         return (await tracker.process(image_bgr, steps)).features
 
     async def classify(self, window: FloatArray, steps: Steps) -> FloatArray:
-        return await steps.run("sequence", await steps.cpu(window_vector, window))
+        vector = await steps.cpu(window_vector, window)
+        embedding = await steps.run("embedding", await steps.cpu(packed_input, window))
+        return await steps.run("sequence", sequence_input(vector, embedding))
