@@ -32,7 +32,8 @@ SEQUENCE_FILE = "sequence.onnx"
 SEQUENCE_META = "sequence.json"
 HINT = (
     "point MODEL_PATH at a file in the folder that holds landmarks/ (the repository's is ./model/WLASL20c_model.h5), "
-    "or build it with `python -m convert.mediapipe_models` (front end) and `python cli.py train --model landmarks`"
+    "or build it with `python -m convert.mediapipe_models` (front end), `python -m convert.gislr_model` (embedding)"
+    " and `python cli.py train --model landmarks`"
 )
 
 
