@@ -16,15 +16,15 @@ from typing import Any
 from service.arrays import FloatArray, ImageBGR
 from service.onnx_runtime import ModelError, batch_run, create_session, sha256_of
 from service.recognizer import Description, Session, Steps
-from service.recognizers.landmarks.features import WINDOW_STATISTICS, window_vector
+from service.recognizers.landmarks.features import WINDOW_STATISTICS
 from service.recognizers.landmarks.layout import FEATURE_SIZE
 from service.recognizers.landmarks.tracker import FrontEnd, HandPoseTracker, front_end_sessions
 from service.recognizers.landmarks.transfer import (
     EMBEDDING_FILE,
     embedding_run,
-    packed_input,
-    sequence_input,
     sequence_input_size,
+    window_item,
+    window_run,
 )
 from service.settings import Settings
 
@@ -120,9 +120,11 @@ class LandmarkRecognizer:
         provider, inter_op = settings.execution_provider, settings.inter_op_threads
         embedding = create_session(model_dir / EMBEDDING_FILE, provider, 1, inter_op)
         self.sessions = front_end_sessions(model_dir, settings.execution_provider, 1, self.front_end) | {
-            # One call per window (8 per second per stream), not per frame; the model has a batch of 1.
-            "embedding": Session(embedding_run(embedding), max_batch=8, max_wait_ms=0.0),
-            "sequence": Session(batch_run(sequence), max_batch=32, max_wait_ms=0.0),
+            # Per window (8 per second per stream, not per frame): the GISLR embedding, then the sequence
+            # model on the window vector and the embedding, as one batched call.
+            "sequence": Session(
+                window_run(embedding_run(embedding), batch_run(sequence)), max_batch=32, max_wait_ms=0.0
+            ),
         }
 
     def describe(self) -> Description:
@@ -148,6 +150,4 @@ class LandmarkRecognizer:
         return (await tracker.process(image_bgr, steps)).features
 
     async def classify(self, window: FloatArray, steps: Steps) -> FloatArray:
-        vector = await steps.cpu(window_vector, window)
-        embedding = await steps.run("embedding", await steps.cpu(packed_input, window))
-        return await steps.run("sequence", sequence_input(vector, embedding))
+        return await steps.run("sequence", await steps.cpu(window_item, window))

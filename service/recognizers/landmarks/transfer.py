@@ -113,6 +113,24 @@ def embedding_run(session: ort.InferenceSession) -> BatchRun:
     return run
 
 
+def window_item(raw: FloatArray) -> FloatArray:
+    """One window's raw vectors as the serving stage `window_run` reads them: the window vector, then
+    packed_input flattened (what serving computes on the CPU pool before the one model call)."""
+    return np.concatenate([window_vector(raw), packed_input(raw).reshape(-1)]).astype(np.float32)
+
+
+def window_run(embedding: BatchRun, sequence: BatchRun) -> BatchRun:
+    """Embedding then sequence model over a batch of window_items, in one call of the inference thread:
+    two calls would queue twice behind the front end's calls (each up to a pose call, about 20 ms)."""
+
+    def run(items: FloatArray) -> FloatArray:
+        split = items.shape[1] - FRAMES * PACKED
+        vectors, packed = items[:, :split], items[:, split:].reshape(len(items), FRAMES, PACKED)
+        return sequence(np.concatenate([vectors, embedding(packed)], axis=1).astype(np.float32))
+
+    return run
+
+
 def embed_windows(session: ort.InferenceSession, windows: Sequence[FloatArray]) -> FloatArray:
     """Embeddings of many windows' raw vectors at once (training), through the same run as serving."""
     if not windows:
