@@ -96,7 +96,7 @@ def test_a_landmark_model_trained_on_another_embedding_is_refused(tmp_path: Path
     """gislr_embed.onnx feeds the sequence model 256 of its inputs: another embedding file (a re-export,
     another source model) keeps the input size and silently changes what they mean."""
     from service.onnx_runtime import ModelError
-    from service.recognizers.landmarks import check_landmark_files
+    from service.recognizers.landmarks import SEQUENCE_META, check_landmark_files
     from service.recognizers.landmarks.transfer import EMBEDDING_FILE
 
     directory = MODEL.parent / "landmarks"
@@ -107,4 +107,13 @@ def test_a_landmark_model_trained_on_another_embedding_is_refused(tmp_path: Path
         check_landmark_files(tmp_path)
     (tmp_path / EMBEDDING_FILE).write_bytes((directory / EMBEDDING_FILE).read_bytes() + b"\0")
     with pytest.raises(ModelError, match="another embedding"):
+        check_landmark_files(tmp_path)
+    (tmp_path / EMBEDDING_FILE).unlink()
+    (tmp_path / EMBEDDING_FILE).symlink_to(directory / EMBEDDING_FILE)
+    meta = json.loads((directory / SEQUENCE_META).read_text())
+    check_landmark_files(tmp_path)
+    meta["embedding"]["frame_repeat"] += 1  # the same file fed other inputs
+    (tmp_path / SEQUENCE_META).unlink()
+    (tmp_path / SEQUENCE_META).write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="frames shown"):
         check_landmark_files(tmp_path)

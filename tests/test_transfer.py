@@ -15,6 +15,7 @@ from service.recognizers.landmarks.transfer import (
     EMBEDDING_DIM,
     EMBEDDING_FILE,
     EMBEDDING_META,
+    FRAME_REPEAT,
     FRAMES,
     POINTS,
     embedding_run,
@@ -58,9 +59,11 @@ def test_template_lips_sit_between_the_mouth_corners(raw: np.ndarray) -> None:
 
 def test_gislr_input_is_normalised_as_the_model_was_trained(raw: np.ndarray) -> None:
     frames, idxs = gislr_input(raw[:10])
-    assert frames.shape == (FRAMES, POINTS, 3) and idxs.shape == (FRAMES,)
+    shown = 10 * FRAME_REPEAT  # each frame FRAME_REPEAT times in a row
+    assert frames.shape == (FRAMES, POINTS, 3) and idxs.shape == (FRAMES,) and shown <= FRAMES
     assert np.abs(frames).max() == pytest.approx(1.0)
-    assert list(idxs[:10]) == list(range(1, 11)) and not idxs[10:].any() and not frames[10:].any()
+    assert list(idxs[:shown]) == list(range(1, shown + 1)) and not idxs[shown:].any() and not frames[shown:].any()
+    assert (frames[:shown:FRAME_REPEAT] == frames[FRAME_REPEAT - 1 : shown : FRAME_REPEAT]).all()
 
 
 def test_the_embedding_is_the_converted_model_and_batches_like_single_runs(

@@ -56,6 +56,7 @@ from service.recognizers.landmarks.transfer import (
     EMBEDDING_FILE,
     EMBEDDING_LICENSE,
     EMBEDDING_META,
+    FRAME_REPEAT,
     sequence_input_size,
     sequence_inputs,
 )
@@ -652,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
             "file": EMBEDDING_FILE,
             "dim": EMBEDDING_DIM,
             "sha256": sha256_of(OUT_DIR / EMBEDDING_FILE),
+            "frame_repeat": FRAME_REPEAT,
         },
         "window_statistics": list(WINDOW_STATISTICS),
         "raw_feature_size": FEATURE_SIZE,

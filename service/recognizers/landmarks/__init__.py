@@ -21,6 +21,7 @@ from service.recognizers.landmarks.layout import FEATURE_SIZE
 from service.recognizers.landmarks.tracker import FrontEnd, HandPoseTracker, front_end_sessions
 from service.recognizers.landmarks.transfer import (
     EMBEDDING_FILE,
+    FRAME_REPEAT,
     embedding_run,
     sequence_input_size,
     window_item,
@@ -85,6 +86,12 @@ def check_landmark_files(model_dir: Path) -> dict[str, Any]:
         raise ModelError(
             f"{model_dir / SEQUENCE_META} was trained on another embedding than {model_dir / EMBEDDING_FILE}"
             " (sha256 differs): retrain with `python cli.py train --model landmarks`"
+        )
+    if meta["embedding"].get("frame_repeat") != FRAME_REPEAT:  # same file, other input
+        raise ModelError(
+            f"{model_dir / SEQUENCE_META} was trained on embeddings of frames shown"
+            f" {meta['embedding'].get('frame_repeat')} times (serving shows each {FRAME_REPEAT} times):"
+            " retrain with `python cli.py train --model landmarks`"
         )
     if meta.get("sequence_onnx_sha256") != sha256_of(model_dir / SEQUENCE_FILE):
         raise ModelError(
