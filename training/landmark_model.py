@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from service.labels import GLOSSES
-from service.onnx_runtime import sha256_of
+from service.onnx_runtime import create_session, sha256_of
 from service.recognizers.landmarks.features import WINDOW_STATISTICS
 from service.recognizers.landmarks.layout import (
     ASPECT,
@@ -229,11 +229,7 @@ def embedding_session() -> Any:
     """The shipped GISLR embedding (model/landmarks/gislr_embed.onnx), one thread, loaded once."""
     global _embedding
     if _embedding is None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        _embedding = ort.InferenceSession(str(OUT_DIR / EMBEDDING_FILE), options, providers=["CPUExecutionProvider"])
+        _embedding = create_session(OUT_DIR / EMBEDDING_FILE, "cpu", intra_op_threads=1)
     return _embedding
 
 

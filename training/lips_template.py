@@ -33,7 +33,6 @@ from training.catalogue import ROOT, load_catalogue
 
 FACE_MESH_NPZ = ROOT / "data" / "face_mesh_lips.npz"  # not committed: step 1's output, step 2's input
 TEMPLATE_MODULE = ROOT / "service" / "recognizers" / "landmarks" / "lips_template.py"
-MOUTH_LEFT, MOUTH_RIGHT = 9, 10  # pose landmarks
 
 
 def face_mesh(out: Path) -> int:
@@ -74,27 +73,16 @@ def face_mesh(out: Path) -> int:
 def template_offsets(lips: np.ndarray, raw: np.ndarray) -> np.ndarray:
     """(T, 40, 3) FaceMesh lips and (T, FEATURE_SIZE) raw vectors of the same frames -> (n, 40, 3)
     (along, across, depth) / corner distance, for the frames with a face and both corners visible."""
-    from service.recognizers.landmarks.layout import ASPECT, POSE_OFFSET, POSE_POINTS
+    from service.recognizers.landmarks.layout import ASPECT
+    from service.recognizers.landmarks.transfer import mouth_axes
 
-    pose = raw[:, POSE_OFFSET : POSE_OFFSET + len(POSE_POINTS) * 4].reshape(len(raw), len(POSE_POINTS), 4)
-    aspect = raw[:, ASPECT]
-    p0 = np.stack([pose[:, MOUTH_LEFT, 0] * aspect, pose[:, MOUTH_LEFT, 1]], axis=-1)
-    p1 = np.stack([pose[:, MOUTH_RIGHT, 0] * aspect, pose[:, MOUTH_RIGHT, 1]], axis=-1)
-    length = np.linalg.norm(p1 - p0, axis=1)
-    keep = (
-        (pose[:, MOUTH_LEFT, 3] > 0.5)
-        & (pose[:, MOUTH_RIGHT, 3] > 0.5)
-        & (length > 1e-4)
-        & ~np.isnan(lips).any(axis=(1, 2))
-        & (aspect > 0)
-    )
-    p0, p1, length, lips, aspect = p0[keep], p1[keep], length[keep], lips[keep], aspect[keep]
-    u = (p1 - p0) / length[:, None]
-    v = np.stack([-u[:, 1], u[:, 0]], axis=-1)
-    xy = np.stack([lips[..., 0] * aspect[:, None], lips[..., 1]], axis=-1) - ((p0 + p1) / 2)[:, None]
-    along = np.einsum("tpk,tk->tp", xy, u) / length[:, None]
-    across = np.einsum("tpk,tk->tp", xy, v) / length[:, None]
-    depth = lips[..., 2] * aspect[:, None] / length[:, None]  # z is in units of the image width, like x
+    axes, aspect = mouth_axes(raw), raw[:, ASPECT]
+    keep = axes.seen & ~np.isnan(lips).any(axis=(1, 2)) & (aspect > 0)
+    lips, aspect, length = lips[keep], aspect[keep], axes.length[keep][:, None]
+    xy = np.stack([lips[..., 0] * aspect[:, None], lips[..., 1]], axis=-1) - axes.mid[keep][:, None]
+    along = np.einsum("tpk,tk->tp", xy, axes.along[keep]) / length
+    across = np.einsum("tpk,tk->tp", xy, axes.across[keep]) / length
+    depth = lips[..., 2] * aspect[:, None] / length  # z is in units of the image width, like x
     return np.stack([along, across, depth], axis=-1)
 
 

@@ -11,6 +11,7 @@ Its 256-value embedding joins the window vector (features.py) in front of the se
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
@@ -41,19 +42,40 @@ def _pose(raw: FloatArray) -> FloatArray:
     return raw[:, POSE_OFFSET : POSE_OFFSET + len(POSE_POINTS) * 4].reshape(len(raw), len(POSE_POINTS), 4)
 
 
-def lips_from_pose(raw: FloatArray) -> FloatArray:
-    """(T, 40, 3) lip points (x/W, y/H, z/W) placed by the pose's mouth corners; NaN where either is not visible."""
+@dataclass(frozen=True)
+class MouthAxes:
+    """Per frame, the frame the lip template is written in (x scaled by W/H, so both axes are in image
+    heights): the mouth corners' midpoint, the unit vectors along and across the corner line, their
+    distance, and whether both corners are visible and apart."""
+
+    mid: FloatArray  # (T, 2)
+    along: FloatArray  # (T, 2)
+    across: FloatArray  # (T, 2)
+    length: FloatArray  # (T,)
+    seen: np.ndarray  # (T,) bool
+
+
+def mouth_axes(raw: FloatArray) -> MouthAxes:
+    """The pose's mouth corners of (T, FEATURE_SIZE) raw vectors as MouthAxes (lips_from_pose places the
+    template in them; training/lips_template.py measures FaceMesh lips in them)."""
     pose, aspect = _pose(raw), raw[:, ASPECT]
     p0 = np.stack([pose[:, MOUTH_L, 0] * aspect, pose[:, MOUTH_L, 1]], axis=-1)
     p1 = np.stack([pose[:, MOUTH_R, 0] * aspect, pose[:, MOUTH_R, 1]], axis=-1)
-    length = np.linalg.norm(p1 - p0, axis=1, keepdims=True)
-    u = (p1 - p0) / np.maximum(length, 1e-6)
-    v = np.stack([-u[:, 1], u[:, 0]], axis=-1)
-    t = _TEMPLATE[None]
-    xy = (p0 + p1)[:, None] / 2 + (t[..., 0:1] * u[:, None] + t[..., 1:2] * v[:, None]) * length[:, None]
+    length = np.linalg.norm(p1 - p0, axis=1)
+    along = (p1 - p0) / np.maximum(length, 1e-6)[:, None]
+    across = np.stack([-along[:, 1], along[:, 0]], axis=-1)
+    seen = (pose[:, MOUTH_L, 3] > 0.5) & (pose[:, MOUTH_R, 3] > 0.5) & (length >= 1e-4)
+    return MouthAxes(((p0 + p1) / 2).astype(np.float32), along, across, length, seen)
+
+
+def lips_from_pose(raw: FloatArray) -> FloatArray:
+    """(T, 40, 3) lip points (x/W, y/H, z/W) placed by the pose's mouth corners; NaN where either is not visible."""
+    axes, aspect = mouth_axes(raw), raw[:, ASPECT]
+    t, length = _TEMPLATE[None], axes.length[:, None, None]
+    xy = axes.mid[:, None] + (t[..., 0:1] * axes.along[:, None] + t[..., 1:2] * axes.across[:, None]) * length
     safe = np.where(aspect > 0, aspect, 1.0)[:, None]
-    out = np.stack([xy[..., 0] / safe, xy[..., 1], t[..., 2] * length / safe], axis=-1).astype(np.float32)
-    out[(pose[:, MOUTH_L, 3] <= 0.5) | (pose[:, MOUTH_R, 3] <= 0.5) | (length[:, 0] < 1e-4)] = np.nan
+    out = np.stack([xy[..., 0] / safe, xy[..., 1], t[..., 2] * length[..., 0] / safe], axis=-1).astype(np.float32)
+    out[~axes.seen] = np.nan
     return out
 
 
@@ -130,7 +152,7 @@ def window_run(embedding: BatchRun, sequence: BatchRun) -> BatchRun:
     def run(items: FloatArray) -> FloatArray:
         split = items.shape[1] - FRAMES * PACKED
         vectors, packed = items[:, :split], items[:, split:].reshape(len(items), FRAMES, PACKED)
-        return sequence(np.concatenate([vectors, embedding(packed)], axis=1).astype(np.float32))
+        return sequence(sequence_input(vectors, embedding(packed)))
 
     return run
 
@@ -143,14 +165,14 @@ def embed_windows(session: ort.InferenceSession, windows: Sequence[FloatArray]) 
 
 
 def sequence_input(vector: FloatArray, embedding: FloatArray) -> FloatArray:
-    """What the sequence model reads of one window: the window vector (features.py), then the embedding."""
-    return np.concatenate([vector, embedding]).astype(np.float32)
+    """What the sequence model reads of a window (or of a batch, one row each): the window vector
+    (features.py), then the embedding."""
+    return np.concatenate([vector, embedding], axis=-1).astype(np.float32)
 
 
 def sequence_inputs(session: ort.InferenceSession, windows: Sequence[FloatArray]) -> FloatArray:
     """sequence_input of many windows' raw vectors (training, offline checks)."""
-    embeddings = embed_windows(session, windows)
-    return np.stack([sequence_input(window_vector(w), e) for w, e in zip(windows, embeddings, strict=True)])
+    return sequence_input(np.stack([window_vector(w) for w in windows]), embed_windows(session, windows))
 
 
 def sequence_input_size(window: int) -> int:
