@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.conftest import CLIPS, write_result
+from harness.servers import start_default_server, start_server
 from service.loadgen import browser_jpegs, run_load
 from service.settings import Settings
-from tests.conftest import start_default_server, start_server
 
 # Latency, one client at 25 fps, on the shared 2-core box. WLASL20c (shipped model), 10 runs: p50 2.7-3.2 ms
 # and p95 14.6-38.0 ms in 9, p50 6.9 / p95 64.4 ms in one at load average 10 (other jobs). Bounds: p95 at

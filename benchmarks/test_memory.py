@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks.conftest import CLIPS, write_result
+from harness.peer import Peer
+from harness.servers import start_default_server, start_server
 from service.loadgen import browser_jpegs
 from service.settings import Settings
-from tests.conftest import start_default_server, start_server
-from tests.peer import Peer
 
 CLIENTS = 50
 # The SPEC budget is 5 MB per client; what a client costs here is far less, and the guard is set from that

@@ -13,9 +13,9 @@ import httpx
 import socketio
 
 from benchmarks.conftest import CLIPS, write_result
+from harness.servers import start_server
 from service.loadgen import browser_jpegs, run_load
 from service.settings import Settings
-from tests.conftest import start_server
 
 CLIENTS, FPS, SECONDS = 4, 25, 6
 # On 2 shared cores, p95 of 4 clients moves by up to ~1.5x between identical runs; abuse that

@@ -19,9 +19,9 @@ from typing import Any
 
 import httpx
 
+from harness.servers import ServerProcess, start_server
 from service.clips import CLIPS_DIR
 from service.loadgen import browser_jpegs, run_load
-from tests.conftest import ServerProcess, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = CLIPS_DIR

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import CLIPS, ROOT, free_port
+from harness.servers import ROOT, free_port
+from tests.conftest import CLIPS
 
 
 def run_cli(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.servers import ROOT, start_server
 from service.client import video_frames
 from service.clips import clip_fps
 from service.signs import SignDebouncer
-from tests.conftest import ROOT, start_server
 from tests.fixture_model import CLIPS
 
 LABELS = {"book", "chair", "clothes", "computer", "drink", "drum", "family", "football", "go", "hat", "hello",

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from tests.conftest import CLIPS, ROOT
+from harness.servers import ROOT
+from tests.conftest import CLIPS
 
 
 def test_report_has_versions_hash_and_parity(conversion_report: dict, model_dir: Path) -> None:  # type: ignore[type-arg]

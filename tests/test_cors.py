@@ -8,8 +8,8 @@ import httpx
 import pytest
 import socketio
 
-from tests.conftest import start_server
-from tests.peer import Peer
+from harness.peer import Peer
+from harness.servers import start_server
 
 GOOD = "https://good.example"
 BAD = "https://evil.example"

@@ -15,8 +15,8 @@ import cv2
 import httpx
 import pytest
 
+from harness.servers import ROOT, ServerProcess, free_port, start_server
 from service.clips import iter_clip_frames
-from tests.conftest import ROOT, ServerProcess, free_port, start_server
 from tests.fixture_model import CLIPS
 
 pytestmark = pytest.mark.slow  # deselected by the fast subset: pytest -m 'not slow'

@@ -46,7 +46,7 @@ from typing import NoReturn
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from harness.servers import ROOT, free_port
 
 pytestmark = pytest.mark.slow  # deselected by the fast subset: pytest -m 'not slow'
 

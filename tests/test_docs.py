@@ -11,9 +11,9 @@ from urllib.parse import urljoin, urlparse
 import httpx
 import pytest
 
+from harness.servers import ROOT, ServerProcess, start_server
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import ROOT, ServerProcess, start_server
 
 ASSET = re.compile(r"""(?:src|href)\s*=\s*["']([^"']*)["']|url\(\s*["']?([^"')]*)""", re.IGNORECASE)
 

@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
+from harness.servers import ROOT
 from service.frames import FrameError, check_image, decode_image, payload_bytes
-from tests.conftest import CLIPS, ROOT, clip_jpegs
+from tests.conftest import CLIPS, clip_jpegs
 
 LIMIT = 2_000_000
 

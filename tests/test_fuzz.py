@@ -34,11 +34,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+from harness.peer import Peer
+from harness.servers import start_default_server, start_server
 from service.clips import iter_clip_frames
 from service.frames import MAX_PIXELS, FrameError, decode_image, payload_bytes
-from tests.conftest import clip_jpegs, full_onnx_probabilities, start_default_server, start_server
+from tests.conftest import clip_jpegs, full_onnx_probabilities
 from tests.fixture_model import CLIPS
-from tests.peer import Peer
 
 pytestmark = pytest.mark.slow  # deselected by the fast subset: pytest -m 'not slow'
 

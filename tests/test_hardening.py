@@ -15,9 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
+from harness.peer import Peer, refused
+from harness.servers import ServerProcess, start_default_server, start_server
 from service.auth import Tokens
-from tests.conftest import ServerProcess, start_default_server, start_server
-from tests.peer import Peer, refused
 
 TOKENS = ("tok-alpha-1", "tok-beta-2")
 

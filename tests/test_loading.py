@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from harness.peer import Peer
+from harness.servers import free_port
 from service.app import create_app
 from service.engine import load_recognizer
 from service.settings import Settings, load_settings
-from tests.conftest import free_port
-from tests.peer import Peer
 
 
 async def test_503_while_loading_then_ok(model_dir: Path) -> None:

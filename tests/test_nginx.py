@@ -31,7 +31,7 @@ import httpx
 import pytest
 import socketio
 
-from tests.conftest import ROOT, ServerProcess, free_port, start_server, wait_healthy
+from harness.servers import ROOT, ServerProcess, free_port, start_server, wait_healthy
 
 pytestmark = pytest.mark.slow  # deselected by the fast subset: pytest -m 'not slow'
 

@@ -11,7 +11,7 @@ import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.conftest import ROOT
+from harness.servers import ROOT
 
 FIRST_PARTY = {"benchmarks", "service", "convert", "training", "tests", "cli"}
 

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from harness.servers import ROOT
 
 
 def test_ruff_is_clean() -> None:

@@ -14,8 +14,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, ServerProcess, full_onnx_probabilities, start_default_server, start_server
-from tests.peer import Peer, refused
+from harness.peer import Peer, refused
+from harness.servers import ROOT, ServerProcess, start_default_server, start_server
+from tests.conftest import full_onnx_probabilities
 
 LABELS = ["book", "chair", "clothes", "computer", "drink", "drum", "family", "football", "go", "hat", "hello",
           "kiss", "like", "play", "school", "street", "table", "university", "violin", "wall"]  # fmt: skip

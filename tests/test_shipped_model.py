@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.servers import ROOT
 from service.clips import DATA_ROOT
 from service.engine import load_recognizer
 from service.evaluation import LabelledClip, evaluate
 from service.recognizers.wlasl20c import check_model_files
 from service.settings import load_settings
-from tests.conftest import ROOT
 
 MODEL = ROOT / "model" / "WLASL20c_model.h5"
 SHARED = DATA_ROOT

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from harness.peer import Peer
+from harness.servers import start_server
 from service.signs import SignDebouncer, SignEvent, top_k
-from tests.conftest import clip_jpegs, start_server
+from tests.conftest import clip_jpegs
 from tests.fixture_model import CLIPS
-from tests.peer import Peer
 
 LABELS = ["book", "chair", "clothes", "computer", "drink", "drum", "family", "football", "go", "hat", "hello",
           "kiss", "like", "play", "school", "street", "table", "university", "violin", "wall"]  # fmt: skip

@@ -15,13 +15,13 @@ import asyncio
 import numpy as np
 import onnxruntime as ort
 
+from harness.servers import ROOT
 from service.clips import clip_fps, iter_clip_frames
 from service.engine import load_recognizer
 from service.recognizers.landmarks import SEQUENCE_FILE
 from service.recognizers.landmarks.transfer import sequence_inputs
 from service.settings import Settings, load_settings
 from service.stream import NOT_READY
-from tests.conftest import ROOT
 from training.catalogue import load_catalogue
 from training.landmark_features import WINDOW, extract, served_key
 from training.landmark_model import embedding_session, serving_windows

@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from harness.servers import ROOT
 from service.recognizers.landmarks.layout import ASPECT, POSE_OFFSET, POSE_POINTS
 from service.recognizers.landmarks.transfer import (
     EMBEDDING_DIM,
@@ -23,7 +24,6 @@ from service.recognizers.landmarks.transfer import (
     lips_from_pose,
     packed_input,
 )
-from tests.conftest import ROOT
 
 LANDMARKS = ROOT / "model" / "landmarks"
 CLIP = "shared/clips/hello/thkazi"  # a train-split clip; data/landmarks.npz holds its tracker output

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, ServerProcess, free_port, start_server, wait_healthy
-from tests.peer import Peer
+from harness.peer import Peer
+from harness.servers import ROOT, ServerProcess, free_port, start_server, wait_healthy
 
 MAX_FRAME = 1_000_000  # MAX_FRAME_BYTES for these servers: the transport bound is then 8 MB
 LIMITED = {"MAX_FRAME_BYTES": str(MAX_FRAME), "WINDOW_SECONDS": "0", "EMBEDDINGS_PER_SECOND": "0",
