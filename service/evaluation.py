@@ -27,12 +27,13 @@ class LabelledClip:
     path: Path
     gloss: str
     source: str
+    name: str = ""  # how reports name the clip (its manifest path, or <gloss>/<file>): no machine paths
 
 
 def clips_in_folder(folder: Path) -> list[LabelledClip]:
     """`<gloss>/<clip>` files under `folder`."""
     return [
-        LabelledClip(path, path.parent.name, path.parent.name)
+        LabelledClip(path, path.parent.name, path.parent.name, f"{path.parent.name}/{path.name}")
         for path in sorted(folder.glob("*/*"))
         if path.suffix.lower() in VIDEO_SUFFIXES
     ]
@@ -48,7 +49,7 @@ def clips_in_manifest(manifest: Path, roots: dict[str, Path], split: str | None)
             root, _, rest = row["path"].partition("/")
             if root not in roots:
                 raise ValueError(f"{manifest}: no --root given for {root!r} (path {row['path']})")
-            clips.append(LabelledClip(roots[root] / rest, row["gloss"], row.get("source_repo", "")))
+            clips.append(LabelledClip(roots[root] / rest, row["gloss"], row.get("source_repo", ""), row["path"]))
     return clips
 
 
@@ -60,7 +61,7 @@ async def evaluate(recognizer: Recognizer, settings: Settings, clips: list[Label
         top5 = [labels[i] for i in np.argsort(result.probabilities)[::-1][:5]] if result.probabilities else []
         per_clip.append(
             {
-                "file": str(clip.path),
+                "file": clip.name or clip.path.name,
                 "gloss": clip.gloss,
                 "source": clip.source,
                 "predicted": result.label,

@@ -59,6 +59,12 @@ class HParams:
 
 
 # ----------------------------------------------------------------------------- windows
+def _portable(path: Path) -> str:
+    """A path as reports record it: relative to the repository when inside it (no machine paths)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else path.name
+
+
 def clip_indices(n: int, rng: np.random.Generator | None, span_min: float = 0.7) -> np.ndarray:
     """10 frame indices of an n-frame clip. rng None: the original deterministic sampling."""
     if rng is None:
@@ -327,7 +333,7 @@ def train(
         return out
 
     report = {
-        "model": str(h5.relative_to(REPO_ROOT) if h5.resolve().is_relative_to(REPO_ROOT) else h5),
+        "model": _portable(h5),
         "command": command,
         "seed": seed,
         "hparams": asdict(hp),
@@ -354,12 +360,12 @@ def train(
             "trained": False,
         },
         "embeddings": {
-            "file": str(embeddings),
+            "file": _portable(embeddings),
             "frames": meta.get("n_frames_total"),
             "seconds": meta.get("seconds"),
         },
         "data": {
-            "manifest": str(manifest),
+            "manifest": _portable(manifest),
             "train_clips": len(train_clips),
             "test_clips": len(test_clips),
             "excluded_clips": [c.path for c in all_clips if c.split not in ("train", "test")],
