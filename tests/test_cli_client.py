@@ -120,10 +120,8 @@ def test_client_paces_a_clip_at_its_own_frame_rate_unless_told(model_dir: Path, 
     finally:
         server.stop()
     # The client skips a frame while MAX_IN_FLIGHT are unanswered (a slow reply under load holds the
-    # later ones back: replies come in order); pacing goes on regardless. How many it skips depends on
-    # the machine's load (0-7 of 30 at --fps 20 in clean-clone CI runs on 2 cores), so the bound only
-    # says that most frames are sent; the pacing itself is asserted on the replies below.
-    assert summary["sent"] + summary["skipped"] == frames and summary["skipped"] <= frames // 2, summary
+    # later ones back: replies come in order); pacing goes on regardless.
+    assert summary["sent"] + summary["skipped"] == frames and summary["skipped"] <= frames // 5, summary
     assert len(arrivals) == summary["sent"]
     # Replies follow the sends: their typical spacing is the pacing (100 ms at the clip's 10 fps, 50 ms
     # at --fps 20; 25 fps would give 40 ms). The median spacing, not the whole span: one reply held up
