@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,7 @@ def default_environment() -> dict[str, str]:
     from service.settings import _ENV
 
     if (ROOT / ".env").is_file():
-        raise RuntimeError(f"{ROOT / '.env'} would change the defaults the tests run: move it away")
+        raise pytest.UsageError(f"{ROOT / '.env'} would change the defaults the tests run: move it away")
     return {name: value for name, value in os.environ.items() if name not in _ENV}
 
 
