@@ -294,18 +294,23 @@ def client(
     fps: Annotated[
         float | None, typer.Option(help="Frames per second (default: the clip's own rate; 25 for a camera).")
     ] = None,
+    max_in_flight: Annotated[
+        int | None,
+        typer.Option(help="Frames sent but not yet answered before the next one is skipped (default: 4, as the page)."),
+    ] = None,
 ) -> None:
     """Stream a clip or a camera to a server like the browser page does; show labels, signs, latency."""
-    from service.client import ClientConfig, ClientError, camera_frames, run_client, video_frames
+    from service.client import MAX_IN_FLIGHT, ClientConfig, ClientError, camera_frames, run_client, video_frames
 
     if (video is None) == (camera is None):
         _fail("give exactly one of --video FILE|DIR or --camera N")
-    if topk < 0 or (fps is not None and fps <= 0):
-        _fail("--topk must be >= 0 and --fps > 0")
+    if topk < 0 or (fps is not None and fps <= 0) or (max_in_flight is not None and max_in_flight < 1):
+        _fail("--topk must be >= 0, --fps > 0 and --max-in-flight >= 1")
     source = str(video) if video is not None else f"camera {camera}"
     try:
         frames = video_frames(video) if video is not None else camera_frames(camera or 0)
-        state = asyncio.run(run_client(frames, ClientConfig(url=url, topk=topk, fps=fps), json_lines, source))
+        config = ClientConfig(url=url, topk=topk, fps=fps, max_in_flight=max_in_flight or MAX_IN_FLIGHT)
+        state = asyncio.run(run_client(frames, config, json_lines, source))
     except ClientError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

@@ -25,7 +25,7 @@ import socketio
 from service.clips import clip_fps, iter_clip_frames
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-MAX_IN_FLIGHT = 4  # frames sent but not answered; beyond this a frame is skipped, like the demo page
+MAX_IN_FLIGHT = 4  # default: frames sent but not answered; beyond this a frame is skipped, like the demo page
 CAMERA_FPS = 25.0  # what the browser page sends
 
 # A frame and the rate its source runs at (frames per second), which paces its sending.
@@ -45,6 +45,7 @@ class ClientConfig:
     size: tuple[int, int] = (640, 480)
     quality: int = 80
     drain_seconds: float = 5.0  # how long to wait for the last replies once the frames run out
+    max_in_flight: int = MAX_IN_FLIGHT  # frames sent but not answered before the next one is skipped
 
 
 def video_frames(path: Path) -> Frames:
@@ -239,7 +240,7 @@ class StreamClient:
             if delay > 0:
                 await asyncio.sleep(delay)
             next_at = max(next_at + interval, time.perf_counter() - interval)
-            if len(self._sent_at) >= MAX_IN_FLIGHT:
+            if len(self._sent_at) >= config.max_in_flight:
                 state.skipped += 1
                 continue
             data = await asyncio.to_thread(encode_frame, frame, config.size, config.quality)

@@ -84,6 +84,8 @@ def test_client_reports_an_unreachable_server_and_bad_arguments() -> None:
     assert result.returncode == 2 and "exactly one of" in result.stderr
     result = run_client("--video", str(CLIPS / "no-such-clip.mp4"), "--json")
     assert result.returncode == 2 and "no such file" in result.stderr
+    result = run_client("--video", str(clip), "--max-in-flight", "0", "--json")
+    assert result.returncode == 2 and "--max-in-flight >= 1" in result.stderr
 
 
 def test_client_closes_its_session_when_the_server_is_unreachable() -> None:
@@ -104,8 +106,10 @@ def test_client_paces_a_clip_at_its_own_frame_rate_unless_told(model_dir: Path, 
     frames = sum(1 for _ in video_frames(clip))
     server = start_server(model_dir)
     try:
+        # Room for every frame in flight: how many the client skips would otherwise depend on how fast
+        # a loaded machine answers (7 of 30 once in a full-suite run); pacing must not.
         args = [sys.executable, "cli.py", "client", "--video", str(clip), "--url", server.url, "--json"]
-        args += ["--fps", str(fps)] if fps else []
+        args += ["--max-in-flight", str(frames)] + (["--fps", str(fps)] if fps else [])
         client = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         arrivals = []
         summary: dict[str, int] = {}
@@ -119,9 +123,7 @@ def test_client_paces_a_clip_at_its_own_frame_rate_unless_told(model_dir: Path, 
         assert client.wait(60) == 0, client.stderr.read() if client.stderr else ""
     finally:
         server.stop()
-    # The client skips a frame while MAX_IN_FLIGHT are unanswered (a slow reply under load holds the
-    # later ones back: replies come in order); pacing goes on regardless.
-    assert summary["sent"] + summary["skipped"] == frames and summary["skipped"] <= frames // 5, summary
+    assert summary["sent"] == frames and summary["skipped"] == 0, summary
     assert len(arrivals) == summary["sent"]
     # Replies follow the sends: their typical spacing is the pacing (100 ms at the clip's 10 fps, 50 ms
     # at --fps 20; 25 fps would give 40 ms). The median spacing, not the whole span: one reply held up
