@@ -20,6 +20,10 @@ Augmentation (raw space, before window_vector and the embedding): signing speed 
 the sampling phase (either extracted phase), a mirror image (p 0.5), a small rotation and anisotropic
 scale of the image, and hands dropped in single frames (p 0.2; the tracker loses hands near the face).
 
+Classifiers (CONFIGS): standardisation, then a softmax regression, a one-hidden-layer MLP, or an
+ensemble averaging those two's gloss probabilities; windows are weighted so that every gloss, and with
+`signer_weight` every signer within a gloss, weighs the same.
+
     python -m training.landmark_model                 # grouped CV of RELEASE_CONFIGS, export the best
     python -m training.landmark_model --configs logreg_c0.1 --no-export
 Outputs: model/landmarks/sequence.onnx (input "windows" (B, D) float32 = sequence_input;
@@ -288,7 +292,7 @@ def training_windows(
 
 @dataclass(frozen=True)
 class Config:
-    kind: str  # logreg | mlp
+    kind: str  # logreg | mlp | ensemble
     c: float = 0.1  # logreg: inverse L2 strength
     hidden: int = 256  # mlp
     alpha: float = 1e-3  # mlp L2
@@ -298,6 +302,11 @@ class Config:
     idle: bool = True
     rare_boost: bool = False
     dense: bool = False  # train on every-frame tracking instead of what serving computes (for measuring)
+    # Within a gloss, every signer weighs the same however many clips they have (one dictionary signer
+    # has 6 COMPUTER clips): what the model learns of a gloss is less one person's way of signing it.
+    signer_weight: bool = False
+    # kind "ensemble": the CONFIGS names whose gloss probabilities are averaged; they share its windows.
+    members: tuple[str, ...] = ()
 
 
 CONFIGS: dict[str, Config] = {
@@ -319,48 +328,102 @@ CONFIGS: dict[str, Config] = {
     "logreg_c0.1_canonical": Config("logreg", c=0.1, forms=("canonical",)),
     "logreg_c0.1_noidle": Config("logreg", c=0.1, idle=False),
     "mlp256": Config("mlp", hidden=256, alpha=1e-2),
+    "logreg_c0.03_rare_sw": Config("logreg", c=0.03, rare_boost=True, signer_weight=True),
+    "mlp128_a1_rare_sw": Config("mlp", hidden=128, alpha=1.0, rare_boost=True, signer_weight=True),
+    "ens_lr0.03_mlp128_rare": Config("ensemble", rare_boost=True, members=("logreg_c0.03_rare", "mlp128_a1_rare")),
+    "ens_lr0.03_mlp128_rare_sw": Config(
+        "ensemble", rare_boost=True, members=("logreg_c0.03_rare_sw", "mlp128_a1_rare_sw")
+    ),
 }
+WINDOW_FIELDS = ("copies", "augment", "rare_boost", "dense", "forms", "idle")  # what members must share
+for _name, _config in CONFIGS.items():
+    for _member in _config.members:
+        if any(getattr(CONFIGS[_member], f) != getattr(_config, f) for f in WINDOW_FIELDS):
+            raise AssertionError(f"{_name}: member {_member} is trained on other windows")
 
 
 # The configs `train --model landmarks` compares by grouped CV when none are named: this release's
 # candidates (the others above are kept to reproduce the model card's rows).
-RELEASE_CONFIGS = ("logreg_c0.003_rare", "logreg_c0.01_rare", "logreg_c0.03_rare", "mlp128_a1_rare")
+RELEASE_CONFIGS = (
+    "logreg_c0.03_rare",
+    "mlp128_a1_rare",
+    "logreg_c0.03_rare_sw",
+    "mlp128_a1_rare_sw",
+    "ens_lr0.03_mlp128_rare",
+    "ens_lr0.03_mlp128_rare_sw",
+)
+
+
+Layers = list[tuple[np.ndarray, np.ndarray]]  # (W, b) pairs, ReLU between
+
+
+@dataclass
+class Head:
+    layers: Layers
+    classes: np.ndarray  # the class of each output of the last layer
 
 
 class Model:
-    """Standardisation + classifier over the window vector; `layers` are (W, b) pairs, ReLU between."""
+    """Standardisation + one or more classifier heads over the window vector; the model's gloss
+    probabilities are the mean of its heads' (an ensemble; one head for logreg or mlp)."""
 
-    def __init__(
-        self, mean: np.ndarray, scale: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]], classes: np.ndarray
-    ) -> None:
-        self.mean, self.scale, self.layers = mean.astype(np.float32), scale.astype(np.float32), layers
-        self.classes = classes  # the class of each output of the last layer
+    def __init__(self, mean: np.ndarray, scale: np.ndarray, heads: list[Head]) -> None:
+        self.mean, self.scale, self.heads = mean.astype(np.float32), scale.astype(np.float32), heads
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        h = (x - self.mean) / self.scale
-        for i, (w, b) in enumerate(self.layers):
-            h = h @ w + b
-            if i < len(self.layers) - 1:
-                h = np.maximum(h, 0.0)
-        return h
+    @staticmethod
+    def average(models: list[Model]) -> Model:
+        """One model whose probabilities are the mean of `models`' (trained on the same windows)."""
+        first = models[0]
+        if any(not (np.array_equal(m.mean, first.mean) and np.array_equal(m.scale, first.scale)) for m in models):
+            raise ValueError("ensemble members standardise differently (trained on other windows)")
+        return Model(first.mean, first.scale, [h for m in models for h in m.heads])
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """(n, 20): softmax over every trained class (idle included), then the 20 glosses only."""
-        z = self.logits(x)
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        p = e / e.sum(axis=1, keepdims=True)
+        """(n, 20): per head, softmax over every trained class (idle included), then the 20 glosses
+        only; the mean over heads."""
+        z0 = (x - self.mean) / self.scale
         out = np.zeros((len(x), len(GLOSSES)), np.float32)
-        for j, cls in enumerate(self.classes):
-            if cls < len(GLOSSES):
-                out[:, cls] = p[:, j]
+        for head in self.heads:
+            h = z0
+            for i, (w, b) in enumerate(head.layers):
+                h = h @ w + b
+                if i < len(head.layers) - 1:
+                    h = np.maximum(h, 0.0)
+            h = h - h.max(axis=1, keepdims=True)
+            e = np.exp(h)
+            p = e / e.sum(axis=1, keepdims=True)
+            for j, cls in enumerate(head.classes):
+                if cls < len(GLOSSES):
+                    out[:, cls] += p[:, j] / len(self.heads)
         return out
 
 
-def fit(windows: Windows, clips: list[Clip], config: Config, seed: int) -> Model:
+def signer_weights(y: np.ndarray, signers: list[str]) -> np.ndarray:
+    """Per window: within each class, every signer's windows together weigh the same (mean 1 per window)."""
+    weight = np.ones(len(y))
+    for cls in np.unique(y):
+        in_class = np.nonzero(y == cls)[0]
+        people = np.array([signers[i] for i in in_class])
+        names, inverse, counts = np.unique(people, return_inverse=True, return_counts=True)
+        weight[in_class] = len(in_class) / (len(names) * counts[inverse])
+    return weight
+
+
+def fit(
+    windows: Windows, clips: list[Clip], config: Config, seed: int, fitted: dict[Config, Model] | None = None
+) -> Model:
+    """Fit `config` on `windows`; an ensemble's members are taken from `fitted` where they are there
+    (the same windows and seed) and are added to it."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
 
+    fitted = {} if fitted is None else fitted
+    if config in fitted:
+        return fitted[config]
+    if config.kind == "ensemble":
+        members = [fit(windows, clips, CONFIGS[name], seed, fitted) for name in config.members]
+        fitted[config] = Model.average(members)
+        return fitted[config]
     keep = np.array([clips[c].form in config.forms for c in windows.clip]) & (config.idle | (windows.y != IDLE))
     x, y = windows.x[keep], windows.y[keep]
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-3
@@ -368,6 +431,8 @@ def fit(windows: Windows, clips: list[Clip], config: Config, seed: int) -> Model
     # Every gloss weighs the same however many windows it has (rare glosses have few clips).
     counts = np.bincount(y, minlength=IDLE + 1).astype(np.float64)
     weight = (len(y) / (np.count_nonzero(counts) * np.maximum(counts, 1.0)))[y]
+    if config.signer_weight:
+        weight = weight * signer_weights(y, [clips[c].signer for c in windows.clip[keep]])
     if config.kind == "logreg":
         clf = LogisticRegression(C=config.c, max_iter=300, tol=1e-3)
         clf.fit(z, y, sample_weight=weight)
@@ -380,7 +445,8 @@ def fit(windows: Windows, clips: list[Clip], config: Config, seed: int) -> Model
         layers = [
             (w.astype(np.float32), b.astype(np.float32)) for w, b in zip(clf.coefs_, clf.intercepts_, strict=True)
         ]
-    return Model(mean, scale, layers, np.asarray(clf.classes_))
+    fitted[config] = Model(mean, scale, [Head(layers, np.asarray(clf.classes_))])
+    return fitted[config]
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,11 +533,12 @@ def cross_validate(
     config: Config,
     args: argparse.Namespace,
     cache: dict[int, ClipWindows],
-    fold_windows: dict[tuple[Any, ...], Windows],
+    fold_windows: dict[tuple[Any, ...], tuple[Windows, dict[Config, Model]]],
     seed: int,
 ) -> dict[str, Any]:
     """Grouped CV of one config on the folds of `seed`; `fold_windows` keeps each fold's training windows
-    for the next config that makes the same ones (the windows, not the classifier, are most of the time)."""
+    for the next config that makes the same ones (the windows, not the classifier, are most of the time),
+    with the models fitted on them (an ensemble reuses its members')."""
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     for f, val in enumerate(folds):
@@ -479,7 +546,7 @@ def cross_validate(
         fit_idx = [i for i in train_idx if i not in held]
         key = (seed, f, config.copies, config.augment, config.rare_boost, config.dense)
         if key not in fold_windows:
-            fold_windows[key] = training_windows(
+            windows = training_windows(
                 [clips[i] for i in fit_idx],
                 args.window,
                 config.copies,
@@ -490,8 +557,9 @@ def cross_validate(
                 config.rare_boost,
                 config.dense,
             )
-        wins = fold_windows[key]
-        model = fit(wins, [clips[i] for i in fit_idx], config, seed + f)
+            fold_windows[key] = (windows, {})
+        wins, fitted = fold_windows[key]
+        model = fit(wins, [clips[i] for i in fit_idx], config, seed + f, fitted)
         rows += evaluate(model, clips, val, cache, args.threshold)
     result = summarise(rows) | {
         "seconds": round(time.perf_counter() - start, 1),
@@ -515,23 +583,27 @@ def to_onnx(model: Model, dim: int) -> Any:
         helper.make_node("Sub", ["windows", "mean"], ["centred"]),
         helper.make_node("Div", ["centred", "scale"], ["h0"]),
     ]
-    h = "h0"
-    for i, (w, b) in enumerate(model.layers):
-        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
-        nodes += [
-            helper.make_node("MatMul", [h, f"w{i}"], [f"m{i}"]),
-            helper.make_node("Add", [f"m{i}", f"b{i}"], [f"z{i}"]),
-        ]
-        h = f"z{i}"
-        if i < len(model.layers) - 1:
-            nodes.append(helper.make_node("Relu", [h], [f"r{i}"]))
-            h = f"r{i}"
-    nodes.append(helper.make_node("Softmax", [h], ["all_classes"], axis=1))
-    gloss_columns = [j for j, c in enumerate(model.classes) if c < len(GLOSSES)]
-    if [int(model.classes[j]) for j in gloss_columns] != list(range(len(GLOSSES))):
-        raise SystemExit("every gloss needs training windows before export")
-    inits.append(numpy_helper.from_array(np.asarray(gloss_columns, np.int64), "gloss_columns"))
-    nodes.append(helper.make_node("Gather", ["all_classes", "gloss_columns"], ["probabilities"], axis=1))
+    outputs = []
+    for k, head in enumerate(model.heads):
+        h = "h0"
+        for i, (w, b) in enumerate(head.layers):
+            inits += [numpy_helper.from_array(w, f"w{k}_{i}"), numpy_helper.from_array(b, f"b{k}_{i}")]
+            nodes += [
+                helper.make_node("MatMul", [h, f"w{k}_{i}"], [f"m{k}_{i}"]),
+                helper.make_node("Add", [f"m{k}_{i}", f"b{k}_{i}"], [f"z{k}_{i}"]),
+            ]
+            h = f"z{k}_{i}"
+            if i < len(head.layers) - 1:
+                nodes.append(helper.make_node("Relu", [h], [f"r{k}_{i}"]))
+                h = f"r{k}_{i}"
+        nodes.append(helper.make_node("Softmax", [h], [f"all_classes{k}"], axis=1))
+        gloss_columns = [j for j, c in enumerate(head.classes) if c < len(GLOSSES)]
+        if [int(head.classes[j]) for j in gloss_columns] != list(range(len(GLOSSES))):
+            raise SystemExit("every gloss needs training windows before export")
+        inits.append(numpy_helper.from_array(np.asarray(gloss_columns, np.int64), f"gloss_columns{k}"))
+        nodes.append(helper.make_node("Gather", [f"all_classes{k}", f"gloss_columns{k}"], [f"glosses{k}"], axis=1))
+        outputs.append(f"glosses{k}")
+    nodes.append(helper.make_node("Mean", outputs, ["probabilities"]))  # one head: the identity
     graph = helper.make_graph(
         nodes,
         "landmark_sequence",
@@ -586,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [args.seed, *[s for s in args.more_seeds if s != args.seed]]
     folds = {seed: grouped_folds(clips, train_idx, args.folds, seed) for seed in seeds}
     results: dict[str, Any] = {}
-    fold_windows: dict[tuple[Any, ...], Windows] = {}
+    fold_windows: dict[tuple[Any, ...], tuple[Windows, dict[Config, Model]]] = {}
     for name in args.configs:
         runs = [cross_validate(clips, train_idx, folds[s], CONFIGS[name], args, cache, fold_windows, s) for s in seeds]
         results[name] = runs[0] | {
