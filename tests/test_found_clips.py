@@ -6,25 +6,17 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import cv2
 import pytest
 
-from service.clips import CLIPS_DIR
+from service.clips import CLIPS_DIR, iter_clip_frames
 from training.found_clips import Recipe, rebuild, recipes
 
 CLIP = CLIPS_DIR / "hello" / "chaevirayo.mp4"
 
 
 def _frames(path: Path) -> tuple[int, tuple[int, int]]:
-    capture = cv2.VideoCapture(str(path))
-    count, size = 0, (0, 0)
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        count, size = count + 1, (frame.shape[1], frame.shape[0])
-    capture.release()
-    return count, size
+    frames = list(iter_clip_frames(path))
+    return len(frames), (frames[-1].shape[1], frames[-1].shape[0])
 
 
 def _repository(root: Path) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import cv2
 
+from service.clips import clip_fps, iter_clip_frames
 from training.catalogue import FOUND_CSV, FOUND_ROOT
 
 BLACK = 10.0  # mean pixel value under which a final frame counts as black
@@ -69,26 +70,17 @@ def git_dir(mirrors: Path, repo: str) -> Path:
 
 def write_clip(source: Path, out: Path, recipe: Recipe) -> int:
     """`source` -> `out` as the recipe says; returns the frames written."""
-    capture = cv2.VideoCapture(str(source))
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
+    frames = list(iter_clip_frames(source))
     if not frames:
         raise SystemExit(f"{recipe.repo}:{recipe.path}@{recipe.commit}: no frames decoded")
     if recipe.drop_last_black and float(frames[-1].mean()) < BLACK:
         frames.pop()
     out.parent.mkdir(parents=True, exist_ok=True)
     size = (recipe.width, recipe.height)
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), clip_fps(source), size)
     for frame in frames:
-        if (frame.shape[1], frame.shape[0]) != size:
-            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-        writer.write(frame)
+        same_size = (frame.shape[1], frame.shape[0]) == size
+        writer.write(frame if same_size else cv2.resize(frame, size, interpolation=cv2.INTER_AREA))
     writer.release()
     return len(frames)
 

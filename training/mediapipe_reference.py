@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from service.clips import CLIPS_DIR
+from service.clips import CLIPS_DIR, iter_clip_frames
 
 if TYPE_CHECKING:
     from service.recognizer import DirectSteps
@@ -38,14 +38,7 @@ DEFAULT_CLIPS = CLIPS_DIR
 def reference(path: Path) -> dict[str, np.ndarray]:
     import mediapipe as mp
 
-    capture = cv2.VideoCapture(str(path))
-    frames: list[np.ndarray] = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
+    frames = list(iter_clip_frames(path))
     h, w = frames[0].shape[:2]
     landmarks = np.zeros((len(frames), 2, 21, 3), np.float32)
     present = np.zeros((len(frames), 2), bool)
