@@ -24,7 +24,7 @@ FRAMES = [base64.b64encode(j).decode() for j in browser_jpegs(Path(os.environ.ge
 FPS = float(os.environ.get("SIGNSTREAM_FPS", "25"))
 
 
-class SignStreamUser(User):
+class SignStreamUser(User):  # type: ignore[misc]  # locust is untyped here (ignore_missing_imports)
     wait_time = between(0, 0)
 
     def on_start(self) -> None:
@@ -49,7 +49,7 @@ class SignStreamUser(User):
         events.request.fire(request_type="sio", name="frame", response_time=(time.perf_counter() - sent) * 1e3,
                             response_length=0, exception=failed)  # fmt: skip
 
-    @task
+    @task  # type: ignore[untyped-decorator]
     def stream(self) -> None:
         frame_id = self.next_id
         self.next_id += 1

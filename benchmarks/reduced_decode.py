@@ -14,10 +14,12 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
 
+from service.arrays import ImageBGR
 from service.clips import CLIPS_DIR, clip_fps, iter_clip_frames
 from service.engine import load_recognizer
 from service.pipeline import Pipeline
@@ -40,7 +42,8 @@ async def timeline(recognizer: Recognizer, settings: Settings, path: Path, flag:
     try:
         fps, stream, steps = clip_fps(path), pipeline.new_stream(), []
         for index, frame in enumerate(iter_clip_frames(path)):
-            prediction = await pipeline.predict(cv2.imdecode(browser_jpeg(frame), flag), stream, index / fps)
+            image = cast(ImageBGR, cv2.imdecode(browser_jpeg(frame), flag))
+            prediction = await pipeline.predict(image, stream, index / fps)
             steps.append(Step(index, index / fps, prediction.label, prediction.score))
         return steps
     finally:

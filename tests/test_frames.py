@@ -3,14 +3,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import cast
 
 import cv2
 import numpy as np
 import pytest
 
 from harness.servers import ROOT
+from service.arrays import ImageBGR
 from service.frames import FrameError, check_image, decode_image, payload_bytes
-from tests.conftest import CLIPS, clip_jpegs
+from tests.conftest import clip_jpegs
+from tests.fixture_model import CLIPS
 
 LIMIT = 2_000_000
 
@@ -144,7 +147,7 @@ def test_checking_a_frame_gives_the_answer_decoding_it_would() -> None:
         for ext in (".png", ".jpg") for h in range(1, 21, 3) for w in range(1, 21, 4)
     ]  # fmt: skip
     pngs = [
-        cv2.imencode(".png", cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_COLOR))[1].tobytes()
+        cv2.imencode(".png", cast(ImageBGR, cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_COLOR)))[1].tobytes()
         for f in frames[:4]
     ]
     specials = [b"\x89PNG\r\n\x1a\n" + b"\0" * 30, _tiny_jpeg_declaring(20000, 20000)]

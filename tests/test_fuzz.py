@@ -36,8 +36,9 @@ from hypothesis import strategies as st
 
 from harness.peer import Peer
 from harness.servers import start_default_server, start_server
+from service import MAX_PIXELS
 from service.clips import iter_clip_frames
-from service.frames import MAX_PIXELS, FrameError, decode_image, payload_bytes
+from service.frames import FrameError, decode_image, payload_bytes
 from tests.conftest import clip_jpegs, full_onnx_probabilities
 from tests.fixture_model import CLIPS
 

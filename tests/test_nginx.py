@@ -354,7 +354,9 @@ async def test_two_processes_behind_nginx_survive_one_being_stopped(
     started = time.monotonic()
     frames = [base64.b64encode(jpeg).decode() for jpeg in hello_jpegs]
     env = {"EMBEDDINGS_PER_SECOND": "2", "ERRORS_PER_SECOND": "100"}
-    servers = list(await asyncio.gather(*(asyncio.to_thread(start_server, model_dir, **env) for _ in range(2))))
+    servers = list(
+        await asyncio.gather(*(asyncio.to_thread(start_server, model_dir, workers=1, **env) for _ in range(2)))
+    )
     logs = [LogDrain(s) for s in servers]
     proxy: Nginx | None = None
     clients: list[StreamClient] = []

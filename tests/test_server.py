@@ -8,6 +8,7 @@ import functools
 import json
 import time
 from pathlib import Path
+from typing import cast
 
 import cv2
 import httpx
@@ -16,6 +17,7 @@ import pytest
 
 from harness.peer import Peer, refused
 from harness.servers import ROOT, ServerProcess, start_default_server, start_server
+from service.arrays import ImageBGR
 from tests.conftest import full_onnx_probabilities
 
 LABELS = ["book", "chair", "clothes", "computer", "drink", "drum", "family", "football", "go", "hat", "hello",
@@ -62,7 +64,7 @@ async def test_every_frame_is_answered_with_the_prediction_of_its_own_window(
 
 async def test_data_url_png_and_binary_frames_are_accepted(any_server: ServerProcess, hello_jpegs: list[bytes]) -> None:
     server = any_server
-    image = cv2.imdecode(np.frombuffer(hello_jpegs[0], np.uint8), cv2.IMREAD_COLOR)
+    image = cast(ImageBGR, cv2.imdecode(np.frombuffer(hello_jpegs[0], np.uint8), cv2.IMREAD_COLOR))
     png = cv2.imencode(".png", image)[1].tobytes()
     async with Peer(server.url) as peer:
         await peer.expect("status")

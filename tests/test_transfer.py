@@ -32,7 +32,7 @@ CLIP = "shared/clips/hello/thkazi"  # a train-split clip; data/landmarks.npz hol
 @pytest.fixture(scope="module")
 def raw() -> np.ndarray:
     with np.load(ROOT / "data" / "landmarks.npz") as arrays:
-        return arrays[CLIP].astype(np.float32)
+        return np.asarray(arrays[CLIP].astype(np.float32))
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ async def test_frames_over_max_frame_bytes_get_frame_too_large_and_the_stream_go
 ) -> None:
     # 3 MB used to be over python-engineio's limit (2 x MAX_FRAME_BYTES): the connection dropped
     # without a word. 1.5 MB (binary) was already refused with the code.
-    running = start_server(model_dir, **LIMITED)
+    running = start_server(model_dir, workers=1, **LIMITED)
     try:
         async with Peer(running.url, [transport]) as peer:
             assert await peer.expect("status") == {"message": "ready"}
@@ -68,7 +68,7 @@ async def test_frames_over_max_frame_bytes_get_frame_too_large_and_the_stream_go
 async def test_a_message_over_the_transport_limit_closes_the_connection_with_one_warning(
     model_dir: Path, transport: str
 ) -> None:
-    running = start_server(model_dir, **LIMITED)
+    running = start_server(model_dir, workers=1, **LIMITED)
     try:
         async with Peer(running.url, [transport]) as peer:
             assert await peer.expect("status") == {"message": "ready"}

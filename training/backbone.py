@@ -40,7 +40,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -91,7 +91,7 @@ def open_interpreter(tflite_path: str) -> tf.lite.Interpreter:
     return interp
 
 
-def _dequantise(tensor: dict, raw: np.ndarray) -> np.ndarray:
+def _dequantise(tensor: dict[str, Any], raw: np.ndarray) -> np.ndarray:
     """int8 -> float32 with per-channel scales / zero points along ``quantized_dimension``."""
     qp = tensor["quantization_parameters"]
     scales, zps = qp["scales"], qp["zero_points"]
@@ -99,11 +99,11 @@ def _dequantise(tensor: dict, raw: np.ndarray) -> np.ndarray:
         return raw.astype(np.float32)
     shape = [1] * raw.ndim
     shape[qp["quantized_dimension"]] = -1 if len(scales) > 1 else 1
-    return ((raw.astype(np.float32) - zps.reshape(shape)) * scales.reshape(shape)).astype(np.float32)
+    return np.asarray(((raw.astype(np.float32) - zps.reshape(shape)) * scales.reshape(shape)).astype(np.float32))
 
 
 def _constant(
-    interp: tf.lite.Interpreter, index: int, producers: dict[int, dict], details: dict[int, dict]
+    interp: tf.lite.Interpreter, index: int, producers: dict[int, dict[str, Any]], details: dict[int, dict[str, Any]]
 ) -> np.ndarray:
     """Float value of a weight tensor, following a DEQUANTIZE op back to its int8 constant.
 
@@ -268,7 +268,7 @@ def tflite_input(frames_bgr01: np.ndarray, source_range: SourceRange) -> np.ndar
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine similarity."""
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    return np.asarray((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12))
 
 
 def _tflite_features(interp: tf.lite.Interpreter, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -291,7 +291,7 @@ def verify(
     source_range: SourceRange = "-1,1",
     model: keras.Model | None = None,
     clip_ids: Sequence[int] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Compare the Keras backbone's pooled 1280-d features with the TFLite interpreter's.
 
     Keras gets BGR [0,1] frames; TFLite gets the same frames as RGB in ``source_range`` and we
@@ -312,7 +312,7 @@ def verify(
 
     cos = _cosines(k_feat, t_feat)
     c1 = np.abs(k_conv1 - t_conv1)
-    report = {
+    report: dict[str, Any] = {
         "source_range": source_range,
         "n_frames": len(frames_bgr01),
         "pooled_max_abs_diff": float(np.abs(k_feat - t_feat).max()),
@@ -336,7 +336,7 @@ def verify(
     return report
 
 
-def input_range_evidence(tflite_path: str, frames_bgr01: np.ndarray) -> dict:
+def input_range_evidence(tflite_path: str, frames_bgr01: np.ndarray) -> dict[str, Any]:
     """Activation statistics of the TFLite model under each candidate input range.
 
     Why: the file has no normalisation op and no activation quantisation parameters, so the only
@@ -352,7 +352,7 @@ def input_range_evidence(tflite_path: str, frames_bgr01: np.ndarray) -> dict:
     ]
     in_idx = interp.get_input_details()[0]["index"]
     rgb = frames_bgr01[..., ::-1].astype(np.float32)
-    out = {}
+    out: dict[str, Any] = {}
     for label, x in (("0,1", rgb), ("-1,1", 2 * rgb - 1), ("0,255", 255 * rgb)):
         dead, sat_conv1 = [], []
         for frame in x:

@@ -22,7 +22,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -110,7 +110,7 @@ def build_embeddings(
     arrays["__meta__"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **arrays)
+    np.savez(out, **cast(dict[str, Any], arrays))  # cast: mypy would match **arrays to allow_pickle
     print(
         f"[embeddings] {n_total} frames x2 (plain + flipped) in {meta['seconds']} s "
         f"-> {out} ({out.stat().st_size / 1e6:.1f} MB)"

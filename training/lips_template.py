@@ -38,7 +38,7 @@ TEMPLATE_MODULE = ROOT / "service" / "recognizers" / "landmarks" / "lips_templat
 def face_mesh(out: Path) -> int:
     import importlib.util
 
-    import mediapipe as mp  # type: ignore[import-not-found]  # only in step 1's venv
+    import mediapipe as mp  # only in step 1's venv
 
     from service.clips import iter_clip_frames
 

@@ -73,7 +73,7 @@ def clip_indices(n: int, rng: np.random.Generator | None, span_min: float = 0.7)
     start = rng.uniform(0.0, n - span)
     edges = np.linspace(start, start + span, WINDOW + 3)[1:-1]  # 12 chunks, first and last dropped
     idx = np.floor(rng.uniform(edges[:-1], edges[1:])).astype(int)
-    return np.clip(idx, 0, n - 1)
+    return np.asarray(np.clip(idx, 0, n - 1))
 
 
 def make_batch(
@@ -173,7 +173,7 @@ def fit_head(
 def predict(head: Any, clips: list[Clip], emb: dict[str, np.ndarray]) -> np.ndarray:
     if not clips:
         return np.zeros((0, len(LABELS)), np.float32)
-    return head.predict(eval_windows(clips, emb), batch_size=64, verbose=0)
+    return np.asarray(head.predict(eval_windows(clips, emb), batch_size=64, verbose=0))
 
 
 def score(clips: list[Clip], probs: np.ndarray) -> dict[str, Any]:
@@ -281,8 +281,8 @@ def sweep(
 
 
 def train(
-    manifest: Path | str = DEFAULT_MANIFEST,
-    embeddings: Path | str = DEFAULT_EMBEDDINGS,
+    manifest: Path = DEFAULT_MANIFEST,
+    embeddings: Path = DEFAULT_EMBEDDINGS,
     out_dir: Path | str = DEFAULT_OUT_DIR,
     seed: int = 0,
     hp: HParams | None = None,
