@@ -152,15 +152,16 @@
     const context = ui.canvas.getContext("2d");
     context.drawImage(ui.video, 0, 0, ui.canvas.width, ui.canvas.height);
     const id = nextId++;
+    const target = socket; // Stop (or Stop and Start again) may come while the frame is encoded
     inFlight.set(id, performance.now());
     ui.canvas.toBlob(async (blob) => {
-      if (!blob || !socket) {
+      const image = blob ? new Uint8Array(await blob.arrayBuffer()) : null;
+      if (!image || socket !== target || !target.connected) {
         inFlight.delete(id);
         return;
       }
-      const image = new Uint8Array(await blob.arrayBuffer());
       inFlight.set(id, performance.now());
-      socket.emit("frame", { image, id });
+      target.emit("frame", { image, id });
       sentThisSecond += 1;
     }, "image/jpeg", 0.8);
   }
