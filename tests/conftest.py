@@ -21,7 +21,7 @@ from harness.servers import (
     start_default_server,
     start_server,
 )
-from tests.fixture_model import CLIPS, build_random_h5
+from tests.fixture_model import CLIPS, shipped_h5
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -31,15 +31,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An h5 of the exact architecture with seeded random weights, converted by the real `convert`.
-    SIGNSTREAM_FIXTURE_MODEL_DIR names a folder to keep it in between local runs (conversion with the
-    int8 calibration takes minutes and several GB); CI always converts afresh."""
+    """The shipped, trained WLASL20c h5 (model/WLASL20c_model.h5), converted afresh by the real `convert`
+    into a folder of its own, so the conversion itself is under test and no test reads or writes the
+    shipped ONNX files. SIGNSTREAM_FIXTURE_MODEL_DIR names a folder to keep it in between local runs
+    (conversion with the int8 calibration takes minutes and several GB); CI always converts afresh."""
     kept = os.environ.get("SIGNSTREAM_FIXTURE_MODEL_DIR")
     folder = Path(kept) if kept else tmp_path_factory.mktemp("model")
     if kept and (folder / "conversion_report.json").is_file():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    h5 = build_random_h5(folder / "WLASL20c_model.h5")
+    h5 = shipped_h5(folder / "WLASL20c_model.h5")
     result = subprocess.run(
         [sys.executable, "cli.py", "convert", "--h5", str(h5), "--clips", str(CLIPS)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,

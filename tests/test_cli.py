@@ -10,17 +10,20 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from harness.servers import ROOT, free_port
-from tests.conftest import CLIPS
+from tests.fixture_model import CLIPS
 
 
-def run_cli(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = 120, settings: dict[str, str] | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "cli.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "MODEL": "wlasl20c", **env},
+        env={**os.environ, "MODEL": "wlasl20c", **(settings or {}), **env},
     )  # fmt: skip
 
 
@@ -56,16 +59,32 @@ def test_serve_refuses_bad_settings(model_dir: Path, env: dict[str, str], messag
 
     if "CUDAExecutionProvider" in ort.get_available_providers() and "EXECUTION_PROVIDER" in env:
         pytest.skip("this machine has CUDA")
-    result = run_cli("serve", "--port", str(free_port()), MODEL_PATH=str(model_dir / "WLASL20c_model.h5"), **env)
+    settings = {"MODEL_PATH": str(model_dir / "WLASL20c_model.h5"), **env}
+    result = run_cli("serve", "--port", str(free_port()), settings=settings)
     assert result.returncode != 0
     assert message in result.stderr or message in result.stdout
 
 
-def test_predict_streams_a_clip_through_the_server_pipeline(model_dir: Path) -> None:
-    clip = CLIPS / "drink" / sorted(p.name for p in (CLIPS / "drink").glob("*.mp4"))[0]
-    # PREDICTION_THRESHOLD=0: the random-weight fixture never passes the default 0.5 on this clip
-    # (measured: every step `none`), so the clip-level rule would only ever see `none`; at 0 every
-    # step after the first window is labelled (measured: drum 38 steps, football 28).
+def two_sign_clip(path: Path, first: Path, second: Path) -> Path:
+    """One mp4 of two real clips' frames in a row (both 640x480 as the page sends, 25 fps)."""
+    from service.clips import iter_clip_frames
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 25.0, (640, 480))
+    for clip in (first, second):
+        for frame in iter_clip_frames(clip):
+            writer.write(cv2.resize(frame, (640, 480)))
+    writer.release()
+    return path
+
+
+def test_predict_streams_a_clip_through_the_server_pipeline(model_dir: Path, tmp_path: Path) -> None:
+    # The shipped WLASL20c model answers one label all through most single clips (drink on 6 of 6
+    # drink clips, play on hello/thkazi: measured), so a drink clip followed by that hello clip gives a
+    # timeline with two labels, and the clip-level rule has a choice to make.
+    clip = two_sign_clip(
+        tmp_path / "drink-hello.mp4", CLIPS / "drink" / "handspeak.mp4", CLIPS / "hello" / "thkazi.mp4"
+    )
+    # PREDICTION_THRESHOLD=0: every step after the first window is labelled, whatever its score.
     result = run_cli(
         "predict", str(clip), "--json", MODEL_PATH=str(model_dir / "WLASL20c_model.h5"), PREDICTION_THRESHOLD="0"
     )

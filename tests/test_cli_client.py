@@ -61,8 +61,8 @@ def test_client_json_streams_a_clip_and_reports_every_event(model_dir: Path) -> 
         for p in full:
             assert p["top"][0]["label"] == p["label"] and len(p["top"]) == 3
             assert {t["label"] for t in p["top"]} <= LABELS
-        # Signs must arrive here, else the checks below are vacuous: with the fixture model, thresholds
-        # at 0 and 3 frames to enter and exit, this clip gave 3 signs in each of 2 runs measured.
+        # Signs must arrive here, else the checks below are vacuous: with thresholds at 0 every full window
+        # is labelled, so the first label held for 3 frames is a sign, whichever model answers.
         assert signs, "no sign event"
         for s in signs:
             assert s["label"] in LABELS and s["start_ms"] <= s["end_ms"]

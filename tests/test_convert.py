@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from harness.servers import ROOT
-from tests.conftest import CLIPS
+from tests.fixture_model import CLIPS
 
 
 def test_report_has_versions_hash_and_parity(conversion_report: dict, model_dir: Path) -> None:  # type: ignore[type-arg]
@@ -25,7 +25,7 @@ def test_report_has_versions_hash_and_parity(conversion_report: dict, model_dir:
     assert parity["max_abs_diff_encoder_head_vs_keras"] < 1e-4
     assert parity["top1_agreement_full_vs_keras"] == 1.0
     assert parity["top1_agreement_encoder_head_vs_keras"] == 1.0
-    # The fixture model is not degenerate: its predictions differ between clips.
+    # The model is not degenerate: its predictions differ between clips.
     assert len(set(parity["keras_top1"])) > 1
 
 

@@ -20,8 +20,9 @@ LABELS = ["book", "chair", "clothes", "computer", "drink", "drum", "family", "fo
           "kiss", "like", "play", "school", "street", "table", "university", "violin", "wall"]  # fmt: skip
 FRAME_MS = 40.0  # 25 fps
 
-# Labels the fixture model's server sent for hello, book, drink and family (40 frames each, consecutive
-# windows, PREDICTION_THRESHOLD=0), run-length encoded.
+# Labels a WLASL20c server sent for hello, book, drink and family (40 frames each, consecutive windows,
+# PREDICTION_THRESHOLD=0), run-length encoded: a recorded sequence for the debouncer (recorded on an
+# earlier random-weight test model; the debouncer does not care which model made it).
 RECORDED = [("none", 9), ("drum", 9), ("football", 1), ("drum", 8), ("football", 3), ("drum", 24),
             ("football", 7), ("drum", 1), ("football", 7), ("drum", 5), ("football", 3), ("drum", 4),
             ("football", 75), ("drum", 4)]  # fmt: skip
@@ -177,7 +178,7 @@ async def stream(peer: Peer, frames: list[bytes]) -> tuple[list[dict[str, Any]],
 
 @pytest.fixture(scope="module")
 def sign_server(model_dir: Path) -> Any:
-    # The fixture model has random weights: threshold 0 gives a label on every full window.
+    # Threshold 0: every full window gets a label, so signs follow the labels alone.
     running = start_server(
         model_dir, PREDICTION_THRESHOLD="0", SIGN_MIN_SCORE="0", SIGN_ENTER_FRAMES="3", SIGN_EXIT_FRAMES="3",
         SIGN_TRANSCRIPT_LENGTH="4", WINDOW_SECONDS="0", EMBEDDINGS_PER_SECOND="0", ENCODER_VARIANT="fp32",
