@@ -109,6 +109,20 @@ def extract(record: ClipRecord) -> tuple[str, dict[str, np.ndarray], dict[str, A
     return record.key, arrays, info
 
 
+def stored_to_keep(
+    arrays: dict[str, np.ndarray], index: dict[str, Any], catalogued: set[str], redo: set[str]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The stored arrays and index entries that stay: those of catalogued clips not re-extracted now.
+    A clip taken out of the catalogue leaves the file (training reads only catalogued keys, but the
+    committed file should hold no features of clips the project no longer uses)."""
+
+    def keep(key: str) -> bool:
+        return key in catalogued and key not in redo
+
+    kept = {name: value for name, value in arrays.items() if keep(name.split("|", 1)[0])}
+    return kept, {key: info for key, info in index.items() if keep(key)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -143,12 +157,8 @@ def main() -> None:
     records = load_catalogue()
     todo = [r for r in records if r.exists and (args.only is None or any(r.key.startswith(p) for p in args.only))]
     missing = [r.key for r in records if not r.exists]
-    arrays: dict[str, np.ndarray] = {}
     redo = {r.key for r in todo}
-    for name, value in old.items():  # kept unless re-extracted below
-        if name.split("|", 1)[0] not in redo:
-            arrays[name] = value
-    index = {k: v for k, v in old_index.items() if k not in redo}
+    arrays, index = stored_to_keep(old, old_index, {r.key for r in records}, redo)
     start = time.perf_counter()
     kept = {name.split("|", 1)[0] for name in arrays}
     if kept and FrontEnd.from_dict(old_meta.get("front_end")) != front_end:  # two front ends in one file
