@@ -54,5 +54,5 @@ def test_a_clip_is_rebuilt_at_its_commit_resized_and_checked(tmp_path: Path) -> 
 
 def test_every_found_clip_says_how_it_was_written() -> None:
     rows = recipes()
-    assert len(rows) == 28
+    assert len(rows) == 31
     assert all(r.width > 0 and r.height > 0 and r.frames > 0 and len(r.commit) == 40 for r in rows)
